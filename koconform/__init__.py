@@ -1,0 +1,1 @@
+"""koconform: conformance vectors for Linux kernel module loaders."""

@@ -1,0 +1,20 @@
+"""The reference loader as an adapter: the first implementation the runner measures."""
+from __future__ import annotations
+
+from koconform.conformance.adapter import Adapter
+from koconform.conformance.model import Request, Result
+
+from . import loader
+
+
+class ReferenceAdapter(Adapter):
+    name = "reference"
+    description = "koconform's reference loader (Linux 6.1 load_module in Python)"
+    arches = frozenset({"x86_64"})
+    # init/exit run in the emulator, which is not part of the reference yet.
+    produces = frozenset({"status", "errno", "phase", "layout", "regions", "symbols", "sections", "log",
+                          "fault"})
+
+    def load(self, request: Request) -> Result:
+        request.run_init = False
+        return loader.load(request)

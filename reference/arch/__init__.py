@@ -1,0 +1,122 @@
+"""Architectures, registered explicitly by name and by e_machine.
+
+Each architecture lives in its own module exporting one `ARCH` record whose
+`relocations` table maps r_type to a `RelocType`. Everything that needs to know
+which relocation types exist (the loader, the generator, the coverage report, the
+docs) reads that table: a type absent from it is unsupported everywhere at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..elf import ElfClass
+
+# ---- value kinds: compute once, shared by every architecture -------------------------
+# Each takes S, A, P as uint64 arrays (wrapping arithmetic) and returns the value.
+ValueFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _s_plus_a(s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return s + a
+
+
+def _s_plus_a_minus_p(s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return s + a - p
+
+
+VALUE_KINDS: dict[str, ValueFn] = {
+    "none": lambda s, a, p: np.zeros_like(s),
+    "S+A": _s_plus_a,
+    "S+A-P": _s_plus_a_minus_p,
+}
+
+
+# ---- range checks -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RangeCheck:
+    """The kernel's overflow test for a value, as an inclusive range of signed 64-bit values.
+
+    `signed=False` means the value, read as unsigned 64-bit, must be <= hi.
+    """
+    lo: int
+    hi: int
+    signed: bool
+
+    def fits(self, val: np.ndarray) -> np.ndarray:
+        if self.signed:
+            v = val.view(np.int64)
+            return (v >= self.lo) & (v <= self.hi)
+        return val <= np.uint64(self.hi)
+
+    def describe(self) -> str:
+        return f"[{_h(self.lo)}, {_h(self.hi)}]"
+
+
+def _h(v: int) -> str:
+    return f"-{-v:#x}" if v < 0 else f"{v:#x}"
+
+
+def unsigned(bits: int) -> RangeCheck:
+    return RangeCheck(0, (1 << bits) - 1, signed=False)
+
+
+def signed(bits: int) -> RangeCheck:
+    return RangeCheck(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, signed=True)
+
+
+@dataclass(frozen=True)
+class RelocType:
+    """One relocation type as one kernel version applies it."""
+    number: int
+    name: str
+    value: str                      # key of VALUE_KINDS
+    size: int                       # bytes written at P (0: nothing)
+    check: RangeCheck | None = None  # the kernel's overflow check, None if it makes none
+    check_after_write: bool = False  # 6.1 x86_64 writes first, then checks
+    zero_target: bool = False        # the kernel refuses a place that is not all zero
+    unchecked_range: RangeCheck | None = None  # the field's range where the kernel does not check it
+    cite: str = ""                   # where the behaviour is defined
+
+    def compute(self, s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return VALUE_KINDS[self.value](s, a, p)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    e_machine: int
+    elf: ElfClass
+    rela: bool                                   # RELA (apply_relocate_add) or REL
+    relocations: dict[int, RelocType]
+    # Undefined names the kernel lets stay unresolved besides weak ones (ignore_undef_symbol).
+    ignore_undefined: frozenset[str] = frozenset()
+    # Message formats of this arch's apply_relocate(_add), as the kernel prints them.
+    messages: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Default profile facts of the arch: where module memory lives.
+    modules_vaddr: int = 0
+    modules_end: int = 0
+
+    def reloc_by_name(self, name: str) -> RelocType:
+        for r in self.relocations.values():
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def _registry() -> dict[str, Arch]:
+    from . import x86_64
+    return {a.name: a for a in (x86_64.ARCH,)}
+
+
+ARCHES: dict[str, Arch] = _registry()
+BY_MACHINE: dict[int, Arch] = {a.e_machine: a for a in ARCHES.values()}
+
+
+def get(name: str) -> Arch:
+    try:
+        return ARCHES[name]
+    except KeyError:
+        raise KeyError(f"unknown arch {name!r}; known: {', '.join(ARCHES)}") from None

@@ -1,0 +1,1 @@
+"""Maintainer tools that derive koconform's committed data from upstream artefacts."""

@@ -1,0 +1,216 @@
+"""generate-vector: build a vector's .ko from its recipe and fill in its expectation.
+
+    koconform generate vectors/x86_64/relocate/foo.yaml     # (re)generate one vector
+    koconform generate vectors/x86_64/relocate/bar.family.yaml   # expand a family
+    koconform generate --all                                   # every vector and family
+    koconform generate --check                                 # regenerate all; fail on any change
+
+A vector file is written by hand up to its recipe (and environment overrides); this
+tool builds the .ko as kbuild would, applies the mutations, runs the reference loader,
+and writes `sha256`, the concrete region bases and `expect`. Before writing, ld.lld
+links the same .ko at the same layout: a vector whose bytes differ from ld.lld's is
+refused unless its `peers: {ld.lld: {differs: REASON}}` says why the kernel differs.
+
+A family (`NAME.family.yaml`) has `family: {cases: {CASE: {PARAM: value}}}`; every
+string in it may use ${PARAM} and ${case}; each case becomes `NAME-CASE.yaml`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import string
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from koconform.conformance import profiles
+from koconform.conformance.model import Request
+from koconform.conformance.vectors import PEER_REASONS, expectation_from_result, vector_files
+from koconform.reference import arch as arches
+from koconform.reference import loader
+
+from . import kbuild, lld_check, mutate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class GenerateError(Exception):
+    pass
+
+
+# ---- YAML out -----------------------------------------------------------------------
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=False)
+
+
+# ---- families -----------------------------------------------------------------------
+def _substitute(value: Any, params: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return string.Template(value).substitute(params)
+    if isinstance(value, list):
+        return [_substitute(v, params) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, params) for k, v in value.items()}
+    return value
+
+
+def expand(path: Path, doc: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """A vector file is itself; a family becomes one vector per case."""
+    if not path.name.endswith(".family.yaml"):
+        return [(path, doc)]
+    stem = path.name[:-len(".family.yaml")]
+    out = []
+    template = {k: v for k, v in doc.items() if k != "family"}
+    for case, params in doc["family"]["cases"].items():
+        values = {k: str(v) for k, v in (params or {}).items()}
+        values["case"] = case
+        vec = _substitute(copy.deepcopy(template), values)
+        vec = {"id": vec.pop("id"), "description": vec.pop("description"),
+               "family": {"source": path.name, "case": case, "parameters": params or {}}, **vec}
+        out.append((path.with_name(f"{stem}-{case}.yaml"), vec))
+    return out
+
+
+# ---- one vector ---------------------------------------------------------------------
+def build_ko(doc: dict[str, Any]) -> tuple[bytes, Request]:
+    arch = arches.get(doc["arch"])
+    env_spec = doc.get("environment") or {}
+    profile = profiles.load_profile(doc["profile"], doc["arch"], env_spec.get("config"))
+    env = profiles.environment(doc["profile"], doc["arch"], env_spec)
+    recipe = kbuild.Recipe.from_doc(doc["recipe"])
+    ko = kbuild.build(recipe, profile, env)
+    try:
+        with __import__("io").BytesIO(ko) as f:
+            ELFFile(f).get_section_by_name(".symtab")
+    except ELFError as e:
+        raise GenerateError(f"{doc['id']}: the built object does not parse with pyelftools: {e}") from None
+    ko = mutate.apply(ko, doc["recipe"].get("mutations", []), arch)
+    return ko, Request(ko, doc["arch"], profile, env, run_init=False)
+
+
+def generate(path: Path, doc: dict[str, Any]) -> tuple[dict[str, Any], bytes, list[str]]:
+    """The completed vector, its .ko, and notes (peer disagreements that were explained)."""
+    ko, request = build_ko(doc)
+    undefined = (doc.get("expect") or {}).get("status") == "undefined"
+    result = loader.load(request)
+    out = {k: v for k, v in doc.items() if k not in ("ko", "sha256", "expect")}
+    out["ko"] = path.with_suffix(".ko").name
+    out["sha256"] = hashlib.sha256(ko).hexdigest()
+    if result.regions:
+        env = dict(out.get("environment") or {})
+        env["regions"] = {**(env.get("regions") or {}),
+                          **{name: hex(addr) for name, (addr, _) in result.regions.items()},
+                          "copy": hex(request.environment.regions["copy"])}
+        out["environment"] = env
+    notes = []
+    if undefined:
+        out["expect"] = doc["expect"]
+    else:
+        out["expect"] = expectation_from_result(result)
+        notes = peer_gate(doc, ko, out["expect"])
+    return out, ko, notes
+
+
+def peer_gate(doc: dict[str, Any], ko: bytes, expect: dict[str, Any]) -> list[str]:
+    if expect["status"] != "loaded":
+        return []
+    symbols = {n: int(v, 16) for n, v in expect["symbols"].items()}
+    peer = lld_check.link(ko, doc["arch"], expect, symbols)
+    diffs = lld_check.differences(expect, peer)
+    declared = ((doc.get("peers") or {}).get("ld.lld") or {})
+    if diffs and not declared.get("differs"):
+        raise GenerateError(f"{doc['id']}: relocated bytes differ from ld.lld and the vector names no reason:\n  "
+                            + "\n  ".join(diffs) + (f"\n  ld.lld said: {peer.diagnostics}" if peer.diagnostics else "")
+                            + f"\n  (reasons: {', '.join(PEER_REASONS)})")
+    if not diffs and declared.get("differs"):
+        raise GenerateError(f"{doc['id']}: declares ld.lld differs ({declared['differs']}) but ld.lld agrees")
+    return [f"{doc['id']}: ld.lld differs ({declared['differs']}): {d}" for d in diffs]
+
+
+def sources(paths: list[Path]) -> list[Path]:
+    """Hand-written inputs: families, and vectors that no family generated."""
+    out = []
+    for p in paths:
+        if p.name.endswith(".family.yaml"):
+            out.append(p)
+        else:
+            doc = yaml.safe_load(p.read_text())
+            if not (isinstance(doc, dict) and "family" in doc):
+                out.append(p)
+    return out
+
+
+def all_sources() -> list[Path]:
+    vec = ROOT / "vectors"
+    return sources(sorted(vec.rglob("*.family.yaml")) + vector_files(vec))
+
+
+def run(paths: list[Path], check: bool) -> int:
+    changed, failed = [], []
+    for src in paths:
+        doc = yaml.safe_load(src.read_text())
+        for path, vec in expand(src, doc):
+            if path.exists() and path != src:
+                old = yaml.safe_load(path.read_text())
+                vec = {**vec, **{k: old[k] for k in ("peers",) if k in old and k not in vec}}
+            try:
+                out, ko, notes = generate(path, vec)
+            except (GenerateError, kbuild.BuildError, mutate.MutationError) as e:
+                failed.append(str(e))
+                print(f"FAIL {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {e}", file=sys.stderr)
+                continue
+            for n in notes:
+                print(f"note {n}")
+            text = dump(out)
+            ko_path = path.with_suffix(".ko")
+            same = path.exists() and path.read_text() == text and ko_path.exists() and ko_path.read_bytes() == ko
+            if check:
+                if not same:
+                    changed.append(str(path))
+                    print(f"CHANGED {path}", file=sys.stderr)
+                continue
+            if not same:
+                path.write_text(text)
+                ko_path.write_bytes(ko)
+            print(f"{'ok  ' if same else 'wrote'} {out['id']}")
+    if check:
+        print(f"check: {len(changed)} changed, {len(failed)} failed")
+    return 1 if failed or changed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="koconform generate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="*", type=Path, help="vector or family files")
+    ap.add_argument("--all", action="store_true", help="every vector and family under vectors/")
+    ap.add_argument("--check", action="store_true",
+                    help="regenerate everything in memory and fail if any .ko or expectation would change")
+    args = ap.parse_args(argv)
+    if args.check or args.all:
+        paths = all_sources()
+    elif args.paths:
+        paths = sources([p.resolve() for p in args.paths])
+    else:
+        ap.error("name vector files, or use --all / --check")
+    return run(paths, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
