@@ -29,6 +29,7 @@ PEER_REASONS = (
     "zero-target-refused",      # the kernel refuses a place that is not zero
     "linker-rewrites-section",  # e.g. .eh_frame, merged strings
     "kernel-symtab-values",     # symbols in sections the kernel does not load keep copy addresses
+    "linker-rejects-input",     # the linker refuses an object the kernel accepts (e.g. ident bytes)
 )
 
 

@@ -1,0 +1,139 @@
+"""The koconform command.
+
+    koconform load FILE.ko --arch x86_64 [--env ENV.yaml] [--json]
+        What Linux 6.1 makes of any .ko: accepted or rejected (errno, phase), where each
+        section goes, what each undefined symbol resolves to, the relocated bytes, the log.
+    koconform run [--adapter NAME] [PATH ...] [-- PYTEST-ARGS]
+        Run the vectors (all, or the files/directories named) through an implementation.
+    koconform generate [--all | --check | FILE ...]
+        Build vectors from their recipes and fill in their expectations (see tools/).
+    koconform adapters
+        The implementations installed (entry points in the koconform.adapters group).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import adapter as adapters
+from . import profiles
+from .model import ARCHES, Request
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env_spec(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        raise SystemExit(f"{path}: an environment file is a mapping with symbols, regions, config")
+    return doc.get("environment", doc)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    spec = _env_spec(args.env)
+    profile = profiles.load_profile(args.profile, args.arch, spec.get("config"))
+    env = profiles.environment(args.profile, args.arch, spec)
+    try:
+        ko = args.file.read_bytes()
+    except OSError as e:
+        print(f"koconform load: {e}", file=sys.stderr)
+        return 2
+    impl = adapters.get(args.adapter)
+    result = adapters.result_json(impl.load(Request(ko, args.arch, profile, env, name=args.file.name)))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(render(args.file.name, result))
+    return 0
+
+
+def render(name: str, r: dict[str, Any]) -> str:
+    """The result as a loader author reads it."""
+    lines = [f"{name}: {r['status']}" + (f" ({r['errno']} in {r['phase']})" if r.get("errno") else "")]
+    if r.get("fault"):
+        f = r["fault"]
+        lines.append(f"fault: {f['kind']} at {f['address']} during {f['phase']}")
+    if r.get("regions"):
+        lines.append("regions:")
+        lines += [f"  {n:<6} {v['address']} size {v['size']}" for n, v in r["regions"].items()]
+    if r.get("layout"):
+        lines.append("layout:")
+        for n, p in sorted(r["layout"].items(), key=lambda kv: int(kv[1]["address"], 16)):
+            size = len(r.get("sections", {}).get(n, "")) // 2 if n in (r.get("sections") or {}) else "nobits"
+            lines.append(f"  {p['address']}  {p['region']:<4} +{p['offset']:<8} {n} ({size if isinstance(size, str) else hex(size)})")
+    if r.get("symbols"):
+        lines.append("undefined symbols:")
+        lines += [f"  {n} = {v}" for n, v in r["symbols"].items()]
+    lines.append("log:")
+    lines += [f"  {e['source']:<6} <{e['level']}>{e['text']}" for e in r.get("log") or []] or ["  (empty)"]
+    if r.get("init_return") is not None:
+        lines.append(f"init returned {r['init_return']}")
+    if r.get("exit_log") is not None:
+        lines.append("exit log:")
+        lines += [f"  {e['source']:<6} <{e['level']}>{e['text']}" for e in r["exit_log"]] or ["  (empty)"]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import pytest
+    paths = [str(p) for p in args.paths] or [str(ROOT / "vectors")]
+    return int(pytest.main([*paths, "--adapter", args.adapter, "-p", "no:cacheprovider", *args.pytest_args]))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from koconform.tools import generate_vector
+    return generate_vector.main(args.rest)
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    for name, ep in sorted(adapters.available().items()):
+        cls = ep.load()
+        print(f"{name:<12} {cls.description or ep.value}\n{'':<12} arches: {', '.join(sorted(cls.arches))}; "
+              f"produces: {', '.join(sorted(cls.produces))}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="koconform", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("load", help="load one .ko and print what the kernel makes of it",
+                       description="Load FILE.ko as Linux 6.1 would, against the arch's default environment "
+                                   "(Debian's kernel booted with nokaslr) unless --env names a YAML file with "
+                                   "symbols/regions/config overrides (the `environment` of a vector works too).")
+    p.add_argument("file", type=Path)
+    p.add_argument("--arch", required=True, choices=ARCHES)
+    p.add_argument("--env", type=Path, help="environment overrides (YAML)")
+    p.add_argument("--profile", default="linux-6.1")
+    p.add_argument("--adapter", default="reference", help="implementation to load with (default: reference)")
+    p.add_argument("--json", action="store_true", help="print the result object (the adapter contract's JSON)")
+    p.set_defaults(func=cmd_load)
+    p = sub.add_parser("run", help="run vectors through an implementation (a pytest session)")
+    p.add_argument("--adapter", default="reference")
+    p.add_argument("paths", nargs="*", type=Path, help="vector files or directories (default: all)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -n 2, -k pc32)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("generate", help="build vectors from recipes, fill in expectations", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("adapters", help="list installed implementations")
+    p.set_defaults(func=cmd_adapters)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "pytest_args", None) and args.pytest_args[:1] == ["--"]:
+        args.pytest_args = args.pytest_args[1:]
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
