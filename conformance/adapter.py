@@ -15,6 +15,7 @@ own failure, reported as such for that vector alone.
 """
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -38,6 +39,10 @@ def available() -> dict[str, Any]:
 
 
 def get(name: str) -> Adapter:
+    """An installed adapter by entry-point name, or any class by import path `module:Class`."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)()  # type: ignore[no-any-return]
     eps = available()
     if name not in eps:
         raise KeyError(f"no adapter {name!r}; installed: {', '.join(sorted(eps)) or 'none'}")

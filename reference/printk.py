@@ -201,7 +201,7 @@ def _number(num: int, spec: _Spec) -> tuple[str, str, str]:
     zeros = "0" * (precision - len(digits))
     if flags & LEFT:
         return sign + prefix + zeros, digits, " " * pad
-    if flags & ZEROPAD and spec.precision < 0:                                    # even with a precision
+    if flags & ZEROPAD:                                    # even with a precision
         return sign + prefix + "0" * pad + zeros, digits, ""
     return " " * pad + sign + prefix + zeros, digits, ""
 
