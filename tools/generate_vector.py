@@ -46,7 +46,14 @@ class GenerateError(Exception):
 
 # ---- YAML out -----------------------------------------------------------------------
 class _Dumper(yaml.SafeDumper):
-    pass
+    def analyze_scalar(self, scalar: str) -> yaml.emitter.ScalarAnalysis:
+        # PyYAML refuses block style for text with tabs; source code has them, and a
+        # literal block keeps them as they are.
+        if "\n" in scalar:
+            analysis = super().analyze_scalar(scalar.replace("\t", " "))
+            analysis.scalar = scalar
+            return analysis
+        return super().analyze_scalar(scalar)
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
