@@ -27,7 +27,7 @@ KEYWORDS = (
     "ELF", "module", "Module", "symbol", "relocation", "taint", "version", "Unknown",
     "overflow", "mcmodel", "retpoline", "spectre v2", "suspiciously", "loading module anyway",
     "WRITE|EXEC", "percpu", "per-cpu", "Disabling lock debugging", "PKCS#7", "is rejected",
-    "stripped", "kernel tainted", "please compile",
+    "stripped", "kernel tainted", "please compile", "section name table", "Symbol",
 )
 # str.translate table for render_string; U+DC80..U+DCFF are undecodable bytes (surrogateescape)
 ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {ord("\\"): "\\\\", ord("\n"): "\\n"}
