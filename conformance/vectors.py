@@ -105,9 +105,10 @@ def load(path: Path) -> Vector:
         raise VectorBug(path, "a vector is a YAML mapping")
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(e.path))
     if errors:
-        e = errors[0]
-        field = ".".join(str(p) for p in e.path) or "(top level)"
-        raise VectorBug(path, f"{field}: {e.message}", _line(path, str(e.path[0])) if e.path else None)
+        first = errors[0]
+        field = ".".join(str(p) for p in first.path) or "(top level)"
+        raise VectorBug(path, f"{field}: {first.message}",
+                        _line(path, str(first.path[0])) if first.path else None)
     return Vector(path, doc)
 
 

@@ -11,7 +11,7 @@ entry-by-entry path, which goes through the memory model for every access.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -124,8 +124,8 @@ def _bulk(ctx: RelocContext, e: Entries, relsec: int, target: int) -> bool:
     upto = first + 1 if first < len(p) and fail[first] == OVERFLOW else first
     _scatter(data, off[:upto], sizes[:upto], val[:upto])
     if first < len(p):
-        r = table[kinds[first]] if kinds[first] >= 0 else None
-        _fail(ctx, e, first, int(fail[first]), r, int(p[first]), int(sa[first] & mask), int(val[first]), relsec, target)
+        failed = table[kinds[first]] if kinds[first] >= 0 else None
+        _fail(ctx, e, first, int(fail[first]), failed, int(p[first]), int(sa[first] & mask), int(val[first]), relsec, target)
     return True
 
 
@@ -154,11 +154,12 @@ def _one_by_one(ctx: RelocContext, e: Entries, relsec: int, target: int) -> None
     mask = arch.elf.addr_mask
     sym_addr, _ = ctx.symtab()
     sym_size = arch.elf.sym.itemsize
-    value_off = arch.elf.sym.fields["st_value"][1]
+    fields: Any = arch.elf.sym.fields
+    value_off = int(fields["st_value"][1])
     base = ctx.section_addr(target)
     for i in range(len(e.offset)):
         p = (base + int(e.offset[i])) & mask
-        r = arch.relocations.get(int(e.rtype[i]))
+        r: RelocType | None = arch.relocations.get(int(e.rtype[i]))
         s = mem.read_u(sym_addr + int(e.rsym[i]) * sym_size + value_off, arch.elf.bits // 8)
         sa = (s + int(e.addend[i])) & mask
         if r is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from koconform.conformance.model import Environment, Profile
 
@@ -101,6 +102,8 @@ def c_string(s: str) -> str:
 def undefined_symbols(obj: Path) -> list[str]:
     with obj.open("rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
+        if not isinstance(symtab, SymbolTableSection):
+            raise BuildError("the compiled object has no .symtab")
         names = {s.name for s in symtab.iter_symbols() if s["st_shndx"] == "SHN_UNDEF" and s.name}
     return sorted(names)
 

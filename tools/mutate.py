@@ -66,9 +66,11 @@ def _apply_one(buf: bytearray, m: dict[str, Any], cls: ElfClass) -> bytearray:
 
 
 def _field(dtype: np.dtype, name: str) -> tuple[int, int]:
-    if name not in dtype.names:
-        raise KeyError(f"no field {name}; fields: {', '.join(dtype.names)}")
-    ftype, offset = dtype.fields[name][:2]
+    names: tuple[str, ...] = dtype.names or ()
+    fields: Any = dtype.fields or {}
+    if name not in names:
+        raise KeyError(f"no field {name}; fields: {', '.join(names)}")
+    ftype, offset = fields[name][:2]
     return offset, ftype.itemsize
 
 
