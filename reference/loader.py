@@ -37,6 +37,13 @@ MASKS = ((SHF_EXECINSTR | SHF_ALLOC, 0), (SHF_ALLOC, SHF_WRITE),
 UNPLACED = None
 
 
+def align_u32(x: int, a: int) -> int:
+    """The kernel's ALIGN(x, a) when x is an unsigned int: the mask is cast to x's type, so an
+    alignment of 2**32 or more keeps only its low 32 bits (include/uapi/linux/const.h)."""
+    mask = (a - 1) & 0xFFFFFFFF
+    return ((x + mask) & ~mask) & 0xFFFFFFFF
+
+
 @dataclass
 class Taints:
     """Kernel-wide taint state: each vector is a fresh boot, so this starts empty."""
@@ -389,8 +396,7 @@ class Load:
 
     def get_offset(self, size: int, i: int) -> tuple[int, int]:
         """module_get_offset: (offset, new size); layout sizes are 32-bit (unsigned int)."""
-        align = int(self.sechdrs[i]["sh_addralign"]) or 1
-        offset = ((size + align - 1) & ~(align - 1)) & self.cls.addr_mask
+        offset = align_u32(size, int(self.sechdrs[i]["sh_addralign"]) or 1)
         return offset, (offset + int(self.sechdrs[i]["sh_size"])) & 0xFFFFFFFF
 
     def layout_sections(self) -> dict[str, int]:
@@ -425,8 +431,7 @@ class Load:
         core = self.core_symbols(syms)
         strtab_size = sum(len(self.symname(int(syms["st_name"][k]))) + 1 for k in np.flatnonzero(core))
         ndst = int(core.sum())
-        align = int(symsec["sh_addralign"]) or 1
-        symoffs = (sizes["core"] + align - 1) & ~(align - 1)
+        symoffs = align_u32(sizes["core"], int(symsec["sh_addralign"]) or 1)
         size = symoffs + ndst * self.cls.sym.itemsize + strtab_size + ndst
         sizes["core"] = self.strict_align(size & 0xFFFFFFFF)
         flags[str_i] |= np.array(SHF_ALLOC).astype(flags.dtype)
@@ -475,7 +480,7 @@ class Load:
 
         for i, (region, offset) in sorted(self.placed.items()):
             shdr = self.sechdrs[i]
-            dest = self.regions[region][0] + offset
+            dest = (self.regions[region][0] + offset) & self.cls.addr_mask
             if int(shdr["sh_type"]) != SHT_NOBITS and int(shdr["sh_size"]):
                 self.memory.write(dest, self.memory.read(int(shdr["sh_addr"]), int(shdr["sh_size"])))
             self.sechdrs["sh_addr"][i] = dest & self.cls.addr_mask

@@ -139,20 +139,20 @@ def build(m: Module) -> Built:
 
     # .strtab: leading NUL, then every non-empty name in symbol order (no sharing).
     strtab, st_name = bytearray(b"\0"), []
-    for s in m.symbols:
-        st_name.append(len(strtab) if s.name else 0)
-        if s.name:
-            strtab += s.name.encode() + b"\0"
+    for sym in m.symbols:
+        st_name.append(len(strtab) if sym.name else 0)
+        if sym.name:
+            strtab += sym.name.encode() + b"\0"
     symtab = bytearray(SYM.pack(0, 0, 0, 0, 0, 0))
-    for s, name_off in zip(m.symbols, st_name):
-        shndx = (SHN_UNDEF if s.section is None else s.section if isinstance(s.section, int)
-                 else sec_index[s.section])
-        symtab += SYM.pack(name_off, (s.bind << 4) | s.kind, 0, shndx, s.value, s.size)
-    first_global = 1 + next((k for k, s in enumerate(m.symbols) if s.bind != STB_LOCAL),
+    for sym, name_off in zip(m.symbols, st_name):
+        shndx = (SHN_UNDEF if sym.section is None else sym.section if isinstance(sym.section, int)
+                 else sec_index[sym.section])
+        symtab += SYM.pack(name_off, (sym.bind << 4) | sym.kind, 0, shndx, sym.value, sym.size)
+    first_global = 1 + next((k for k, sym in enumerate(m.symbols) if sym.bind != STB_LOCAL),
                             len(m.symbols))
-    sym_index = {}
-    for k, s in enumerate(m.symbols):
-        sym_index.setdefault(s.name, k + 1)
+    sym_index: dict[str, int] = {}
+    for k, sym in enumerate(m.symbols):
+        sym_index.setdefault(sym.name, k + 1)
 
     # (name, type, flags, data, align, link, info, entsize, size)
     table: list[tuple[str, int, int, bytes, int, int, int, int, int]] = []
@@ -169,9 +169,9 @@ def build(m: Module) -> Built:
                       len(symtab)))
         table.append((".strtab", SHT_STRTAB, 0, bytes(strtab), 1, 0, 0, 0, len(strtab)))
     shstrtab, sh_name = bytearray(b"\0"), []
-    for entry in table + [(".shstrtab",) + (0,) * 8]:      # type: ignore[operator]
+    for name in [entry[0] for entry in table] + [".shstrtab"]:
         sh_name.append(len(shstrtab))
-        shstrtab += str(entry[0]).encode() + b"\0"
+        shstrtab += name.encode() + b"\0"
     table.append((".shstrtab", SHT_STRTAB, 0, bytes(shstrtab), 1, 0, 0, 0, len(shstrtab)))
 
     out = bytearray(EHDR.size)
