@@ -132,6 +132,8 @@ def expectation_from_result(result: Result) -> dict[str, Any]:
         if j[key] is not None:
             out[key] = j[key]
     out["log"] = [log_entry(r) for r in result.log]
+    out["init_return"] = j["init_return"]
+    out["exit_log"] = None if result.exit_log is None else [log_entry(r) for r in result.exit_log]
     if result.fault is not None:
         out["fault"] = j["fault"]
     return out

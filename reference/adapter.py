@@ -11,10 +11,8 @@ class ReferenceAdapter(Adapter):
     name = "reference"
     description = "koconform's reference loader (Linux 6.1 load_module in Python)"
     arches = frozenset({"x86_64"})
-    # init/exit run in the emulator, which is not part of the reference yet.
     produces = frozenset({"status", "errno", "phase", "layout", "regions", "symbols", "sections", "log",
-                          "fault"})
+                          "init_return", "exit_log", "fault"})
 
     def load(self, request: Request) -> Result:
-        request.run_init = False
         return loader.load(request)

@@ -1,42 +1,33 @@
-"""Run a loaded module's code in unicorn, at the addresses the kernel gives it.
+"""Run module code in unicorn at the addresses the kernel gives it (the machine; the
+kernel's side, which memory exists with which protection and when, is reference/init.py).
 
-Memory. Unicorn reaches addresses like 0xffffffffc0000000 only in its virtual-TLB mode:
-a TLB-fill hook translates each virtual page through `AddressSpace`, a table of pages
-(physical page, kind) built from the load: module regions with the STRICT_MODULE_RWX
-protections of their layout, a stack, a kmalloc heap and the kernel data objects the
-registry provides. Every page of the kernel image range maps, for instruction fetches
-only, to one trap page; a code hook on that range runs the Python implementation of the
-kernel function the PC points at (kernel_functions.REGISTRY) and returns to the caller.
-
-Exact fault addresses. The TLB hook only sees page addresses, so: a read or write of an
-unmapped page is pointed at a "poison" physical page whose memory hook knows the exact
-virtual address and stops; pages that are ever read-only (text, rodata, ro_after_init)
-live in one physical range whose write hook decides per phase; a fetch from a page
-without execute permission is refused in the TLB hook and faults at the PC.
-
-Per-arch facts live in one `EmuArch` record per arch, in reference/arch/<arch>_emu.py.
+Memory: unicorn reaches addresses like 0xffffffffc0000000 only in its virtual-TLB mode. A
+TLB-fill hook translates each virtual page through `AddressSpace` (virtual page ->
+physical page and kind). Every page of the kernel image range maps, for fetches only, to
+one trap page; a code hook there runs the registry's Python implementation of the kernel
+function at that address and returns to the caller.
+Exact fault addresses (the TLB hook sees only pages): a read or write of an unmapped page
+goes to a "poison" physical page whose memory hook knows the virtual address and stops;
+pages that are ever read-only live in one physical range whose write hook decides per
+phase; a fetch without execute permission is refused in the TLB hook and faults at the PC.
+Per-arch facts: one `EmuArch` record per arch, in reference/arch/<arch>_emu.py.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from itertools import groupby
+from typing import Any
 
-from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCEPTION, UC_ERR_INSN_INVALID,
-                     UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE,
-                     UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE,
-                     UC_TLB_VIRTUAL, Uc, UcError)
+from unicorn import Uc, UcError
+from unicorn import unicorn_const as const
 
 from koconform.conformance.model import LogRecord
 
 from . import printk
-from .elf import SHF_ALLOC, SHF_EXECINSTR, SHF_RO_AFTER_INIT, SHF_WRITE
-from .kernel_functions import (KERNEL_DATA, REGISTRY, EmuFault, Heap, Jump, KernelFunction, cstring,
+from .kernel_functions import (REGISTRY, EmuFault, Heap, Jump, KernelFunction, kernel_data_pages,
                                printk_text_len)
-
-if TYPE_CHECKING:
-    from .loader import Load
 
 # Physical layout (any free physical addresses do).
 TRAP_PHYS = 0x1000
@@ -44,9 +35,6 @@ POISON_PHYS, POISON_PAGES = 0x100000, 16
 PROTECTED_PHYS = 0x10000000          # pages that are ever read-only
 RW_PHYS = 0x100000000                # pages that are always writable
 STACK_SLACK = 0x100                  # zeroed room above the first frame (callers' frames)
-# layout_sections' groups, in order: text, rodata, ro_after_init, data, the rest.
-GROUPS = ((SHF_EXECINSTR | SHF_ALLOC, 0), (SHF_ALLOC, SHF_WRITE),
-          (SHF_RO_AFTER_INIT | SHF_ALLOC, 0), (SHF_WRITE | SHF_ALLOC, 0), (SHF_ALLOC, 0))
 PROTECTED = frozenset({"text", "rodata", "ro_after_init"})
 EXECUTABLE = frozenset({"text", "rwx"})
 
@@ -71,6 +59,7 @@ class EmuArch:
     heap_base: int
     heap_size: int
     trap_fill: bytes                    # trap-page filler (never executed)
+    initial: dict[int, int] = field(default_factory=dict)      # other registers at each call
     exceptions: dict[int, str] = field(default_factory=dict)   # interrupt number -> name
     functions: dict[str, KernelFunction] = field(default_factory=dict)  # arch entry points
 
@@ -79,12 +68,11 @@ def emu_arch(name: str) -> EmuArch | None:
     """The record in reference/arch/<name>_emu.py, or None when the arch has none."""
     module_name = f"{__package__}.arch.{name}_emu"
     try:
-        module = importlib.import_module(module_name)
+        record: EmuArch = importlib.import_module(module_name).EMU
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
         return None
-    record: EmuArch = module.EMU
     return record
 
 
@@ -94,35 +82,20 @@ class Outcome:
     fault: EmuFault | None
 
 
-def region_kinds(ld: Load, region: str, page: int) -> list[str]:
-    """The kind of each page of a region, from the layout's group boundaries (6.1's
-    text_size, ro_size, ro_after_init_size, each page-aligned under STRICT_MODULE_RWX)."""
-    base, size = ld.regions[region]
-    pages = (size + page - 1) // page
-    ends = [0] * len(GROUPS)
-    kallsyms = {ld.index["sym"], ld.index["str"]}
-    for i, (where, offset) in ld.placed.items():
-        if where != region or i in kallsyms:
-            continue
-        flags = int(ld.sechdrs[i]["sh_flags"])
-        group = next(g for g, (req, forbid) in enumerate(GROUPS) if flags & req == req and not flags & forbid)
-        ends[group] = max(ends[group], offset + int(ld.sechdrs[i]["sh_size"]))
-    def up(n: int) -> int:
-        return (n + page - 1) // page
-    text = up(ends[0])
-    if not ld.profile.enabled("CONFIG_STRICT_MODULE_RWX"):
-        return ["rwx" if p < text else "data" for p in range(pages)]
-    ro = max(text, up(ends[1]))
-    ro_after_init = max(ro, up(ends[2])) if region == "core" else ro
-    return ["text" if p < text else "rodata" if p < ro else "ro_after_init" if p < ro_after_init
-            else "data" for p in range(pages)]
+@dataclass
+class Area:
+    """Memory to map: pages from `base`, one kind each, initial bytes (zero past `data`)."""
+    base: int
+    kinds: list[str]
+    data: bytes = b""
 
 
 class AddressSpace:
-    """Virtual pages -> (physical page, kind); the phase decides what is writable."""
+    """Virtual pages -> (physical page, kind); the phase decides what is writable. Kinds:
+    text, rodata, ro_after_init (writable in the init phase only), data, rwx."""
 
-    def __init__(self, uc: Uc, page: int) -> None:
-        self.uc, self.page = uc, page
+    def __init__(self, uc: Uc, page: int, bits: int) -> None:
+        self.uc, self.page, self.mask = uc, page, (1 << bits) - 1
         self.pages: dict[int, tuple[int, str]] = {}
         self.owner: dict[int, int] = {}      # physical page -> virtual page
         self.phase = "init"
@@ -133,22 +106,18 @@ class AddressSpace:
 
     def map(self, vbase: int, kinds: list[str], data: bytes) -> None:
         """Map pages of the given kinds at vbase, one physical run per pool."""
-        k = 0
-        while k < len(kinds):
-            protected = kinds[k] in PROTECTED
-            j = k
-            while j < len(kinds) and (kinds[j] in PROTECTED) == protected:
-                j += 1
+        first = 0
+        for protected, run in groupby(kinds, key=lambda kind: kind in PROTECTED):
+            count = len(list(run))
             pbase = self.next_phys[protected]
-            self.next_phys[protected] += (j - k) * self.page
-            self.uc.mem_map(pbase, (j - k) * self.page)
-            chunk = data[k * self.page:j * self.page]
-            if chunk:
-                self.uc.mem_write(pbase, bytes(chunk))
-            for n in range(k, j):
-                self.pages[vbase + n * self.page] = (pbase + (n - k) * self.page, kinds[n])
-                self.owner[pbase + (n - k) * self.page] = vbase + n * self.page
-            k = j
+            self.next_phys[protected] += count * self.page
+            self.uc.mem_map(pbase, count * self.page)
+            if data[first * self.page:(first + count) * self.page]:
+                self.uc.mem_write(pbase, bytes(data[first * self.page:(first + count) * self.page]))
+            for n in range(count):
+                vpage, ppage = vbase + (first + n) * self.page, pbase + n * self.page
+                self.pages[vpage], self.owner[ppage] = (ppage, kinds[first + n]), vpage
+            first += count
 
     def unmap(self, vbase: int, size: int) -> None:
         for v in range(vbase, vbase + size, self.page):
@@ -164,6 +133,7 @@ class AddressSpace:
 
     def run(self, address: int, write: bool) -> tuple[int, int]:
         """(physical address, bytes to the end of its page), or EmuFault."""
+        address &= self.mask
         entry = self.pages.get(address & -self.page)
         if entry is None or (write and not self.writable(entry[1])):
             raise EmuFault("write-fault" if write else "read-fault", address,
@@ -175,18 +145,19 @@ class AddressSpace:
         done = 0
         while done < size:
             try:
-                _, room = self.run((address + done) & (2**64 - 1), write)
+                _, room = self.run(address + done, write)
             except EmuFault:
                 return done
             done += room
         return size
 
     def read(self, address: int, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            paddr, room = self.run(address + len(out), False)
-            out += self.uc.mem_read(paddr, min(room, size - len(out)))
-        return bytes(out)
+        out = b""
+        for chunk in self.chunks(address) if size else ():
+            out += chunk[:size - len(out)]
+            if len(out) == size:
+                break
+        return out
 
     def write(self, address: int, data: bytes) -> None:
         done = 0
@@ -199,117 +170,86 @@ class AddressSpace:
         while True:
             paddr, room = self.run(address, False)
             yield bytes(self.uc.mem_read(paddr, room))
-            address += room
-
-
-class VarArgs:
-    """printk.ArgSource over a variadic call's arguments: registers, then the stack."""
-
-    def __init__(self, emu: Emulator, first: int) -> None:
-        self.emu, self.index = emu, first
-
-    def next_int(self, size: int, signed: bool) -> int:
-        value = self.emu.arg(self.index) & ((1 << size * 8) - 1)
-        self.index += 1
-        return value - (1 << size * 8) if signed and value >> (size * 8 - 1) else value
-
-    def read_cstring(self, address: int, limit: int) -> bytes | None:
-        return cstring(self.emu, address, limit)    # a bad %s oopses the kernel: a fault here
-
-    def read_bytes(self, address: int, n: int) -> bytes | None:
-        return self.emu.read(address, n)
+            address = (address + room) & self.mask
 
 
 class Emulator:
-    """One module's machine: memory mapped from the load, kernel functions, the log."""
+    """One module's machine: its memory, the kernel functions it may call, its log."""
 
-    def __init__(self, ld: Load, arch: EmuArch, budget: int) -> None:
-        self.ld, self.arch, self.budget, self.word = ld, arch, budget, arch.word
+    def __init__(self, arch: EmuArch, page: int, areas: list[Area], symbols: dict[str, int],
+                 budget: int) -> None:
+        self.arch, self.page, self.budget, self.word = arch, page, budget, arch.word
         self.uc = Uc(arch.uc_arch, arch.uc_mode)
-        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        self.page = ld.profile.page_size
-        self.space = AddressSpace(self.uc, self.page)
+        self.uc.ctl_set_tlb_mode(const.UC_TLB_VIRTUAL)     # type: ignore[attr-defined]
+        self.memory = AddressSpace(self.uc, page, arch.word * 8)
         self.heap = Heap(arch.heap_base, arch.heap_size)
         self.functions = {**REGISTRY, **arch.functions}
+        self.symbols = symbols
         self.by_address: dict[int, list[str]] = {}
-        lo, hi = arch.kernel_text
-        for name, sym in sorted(ld.env.symbols.items()):
-            if lo <= sym.address <= hi:
-                self.by_address.setdefault(sym.address, []).append(name)
+        for name, address in sorted(symbols.items()):
+            if arch.kernel_text[0] <= address <= arch.kernel_text[1]:
+                self.by_address.setdefault(address, []).append(name)
         self.logbuf = printk.LogBuffer()
         self.poisoned: dict[int, int] = {}
         self.fault: EmuFault | None = None
         self.fetch_miss: int | None = None
         self.done = False
-        self._map()
+        self._map(areas)
         self._hook()
 
     # ---- setup ---------------------------------------------------------------------------
-    def _map(self) -> None:
-        for region, (base, size) in self.ld.regions.items():
-            area = self.ld.memory.area(region)
-            data = area.data.tobytes() if area is not None else b""
-            self.space.map(base, region_kinds(self.ld, region, self.page), data)
+    def _map(self, areas: list[Area]) -> None:
         a = self.arch
-        self.space.map(a.stack_top - a.stack_size, ["data"] * (a.stack_size // self.page), b"")
-        self.space.map(a.heap_base, ["data"] * (a.heap_size // self.page), b"")
-        self._map_kernel_data()
+        areas = [*areas, Area(a.stack_top - a.stack_size, ["data"] * (a.stack_size // self.page)),
+                 Area(a.heap_base, ["data"] * (a.heap_size // self.page))]
+        for area in areas:
+            self.memory.map(area.base, area.kinds, area.data)
+        for vpage, content in kernel_data_pages(self.symbols, self.word, self.page).items():
+            if vpage not in self.memory.pages:
+                self.memory.map(vpage, ["rodata"], content)
         self.uc.mem_map(TRAP_PHYS, self.page)
         self.uc.mem_write(TRAP_PHYS, a.trap_fill * (self.page // len(a.trap_fill)))
         self.uc.mem_map(POISON_PHYS, POISON_PAGES * self.page)
 
-    def _map_kernel_data(self) -> None:
-        pages: dict[int, bytearray] = {}
-        for name, build in KERNEL_DATA.items():
-            sym = self.ld.env.symbols.get(name)
-            if sym is None:
-                continue
-            data = build(self.word)
-            for k in range(len(data)):
-                vpage = (sym.address + k) & -self.page
-                pages.setdefault(vpage, bytearray(self.page))[(sym.address + k) - vpage] = data[k]
-        for vpage, content in sorted(pages.items()):
-            if vpage not in self.space.pages:
-                self.space.map(vpage, ["rodata"], bytes(content))
-
     def _hook(self) -> None:
         uc = self.uc
-        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
-        uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._poison, None,
+        uc.hook_add(const.UC_HOOK_TLB_FILL, self._fill)
+        uc.hook_add(const.UC_HOOK_MEM_READ | const.UC_HOOK_MEM_WRITE, self._poison, None,
                     POISON_PHYS, POISON_PHYS + POISON_PAGES * self.page - 1)
-        uc.hook_add(UC_HOOK_MEM_WRITE, self._protected_write, None, PROTECTED_PHYS, RW_PHYS - 1)
-        uc.hook_add(UC_HOOK_CODE, self._trap, None, *self.arch.kernel_text)
-        uc.hook_add(UC_HOOK_INTR, self._interrupt)
+        uc.hook_add(const.UC_HOOK_MEM_WRITE, self._protected_write, None, PROTECTED_PHYS, RW_PHYS - 1)
+        uc.hook_add(const.UC_HOOK_CODE, self._trap, None, *self.arch.kernel_text)
+        uc.hook_add(const.UC_HOOK_INTR, self._interrupt)
 
     # ---- hooks ---------------------------------------------------------------------------
     def _fill(self, uc: Uc, vaddr: int, access: int, entry: Any, _: object) -> bool:
-        mapped = self.space.pages.get(vaddr)
-        fetch = access == UC_MEM_FETCH
+        mapped = self.memory.pages.get(vaddr)
+        fetch = access == const.UC_MEM_FETCH
         if mapped is not None and (not fetch or mapped[1] in EXECUTABLE):
             entry.paddr = mapped[0]
-            entry.perms = UC_PROT_READ | UC_PROT_WRITE | (UC_PROT_EXEC if mapped[1] in EXECUTABLE else 0)
+            exec_ = const.UC_PROT_EXEC if mapped[1] in EXECUTABLE else 0
+            entry.perms = const.UC_PROT_READ | const.UC_PROT_WRITE | exec_
             return True
         lo, hi = self.arch.kernel_text
         if fetch and lo <= vaddr <= hi:
-            entry.paddr, entry.perms = TRAP_PHYS, UC_PROT_EXEC
+            entry.paddr, entry.perms = TRAP_PHYS, const.UC_PROT_EXEC
             return True
         if fetch:
             self.fetch_miss = vaddr
             return False
         ppage = POISON_PHYS + (len(self.poisoned) % POISON_PAGES) * self.page
         self.poisoned[ppage] = vaddr
-        entry.paddr, entry.perms = ppage, UC_PROT_READ | UC_PROT_WRITE
+        entry.paddr, entry.perms = ppage, const.UC_PROT_READ | const.UC_PROT_WRITE
         return True
 
     def _poison(self, uc: Uc, access: int, paddr: int, size: int, value: int, _: object) -> None:
         ppage = paddr & -self.page
         vaddr = self.poisoned.get(ppage, 0) + paddr - ppage
-        kind = "write-fault" if access == UC_MEM_WRITE else "read-fault"
+        kind = "write-fault" if access == const.UC_MEM_WRITE else "read-fault"
         self._stop(EmuFault(kind, vaddr, f"{size}-byte {kind[:-6]} of an unmapped address"))
 
     def _protected_write(self, uc: Uc, access: int, paddr: int, size: int, value: int, _: object) -> None:
-        where = self.space.virtual(paddr)
-        if where is not None and not self.space.writable(where[1]):
+        where = self.memory.virtual(paddr)
+        if where is not None and not self.memory.writable(where[1]):
             self._stop(EmuFault("write-fault", where[0], f"{size}-byte write to a read-only {where[1]} page"))
 
     def _trap(self, uc: Uc, address: int, size: int, _: object) -> None:
@@ -323,7 +263,7 @@ class Emulator:
             uc.reg_write(self.arch.pc, self._kernel_call(address))
         except EmuFault as f:
             self._stop(f)
-        except Exception as e:        # an emulator bug is still a result, never a crash
+        except Exception as e:  # noqa: BLE001 - an emulator bug is still a result, never a crash
             self._stop(EmuFault("emulator-error", address, f"{type(e).__name__}: {e}"))
 
     def _interrupt(self, uc: Uc, intno: int, _: object) -> None:
@@ -356,33 +296,19 @@ class Emulator:
         if index < len(self.arch.args):
             return int(self.uc.reg_read(self.arch.args[index]))
         slot = index - len(self.arch.args) + (1 if self.arch.link is None else 0)
-        return int.from_bytes(self.read(self.uc.reg_read(self.arch.sp) + slot * self.word, self.word), "little")
+        sp = self.uc.reg_read(self.arch.sp)
+        return int.from_bytes(self.memory.read(sp + slot * self.word, self.word), "little")
 
     def _pop_return(self) -> int:
         if self.arch.link is not None:
             return int(self.uc.reg_read(self.arch.link))
         sp = self.uc.reg_read(self.arch.sp)
         self.uc.reg_write(self.arch.sp, sp + self.word)
-        return int.from_bytes(self.read(sp, self.word), "little")
+        return int.from_bytes(self.memory.read(sp, self.word), "little")
 
-    # ---- the Machine protocol ------------------------------------------------------------
+    # ---- the Machine protocol (kernel_functions) ------------------------------------------
     def register(self, name: str) -> int:
         return int(self.uc.reg_read(self.arch.registers[name]))
-
-    def varargs(self, first: int) -> printk.ArgSource:
-        return VarArgs(self, first)
-
-    def read(self, address: int, size: int) -> bytes:
-        return self.space.read(address, size)
-
-    def write(self, address: int, data: bytes) -> None:
-        self.space.write(address, data)
-
-    def accessible(self, address: int, size: int, write: bool) -> int:
-        return self.space.accessible(address, size, write)
-
-    def chunks(self, address: int) -> Iterator[bytes]:
-        return self.space.chunks(address)
 
     def printk(self, formatted: printk.Formatted) -> int:
         self.logbuf.emit_formatted(formatted, "module")
@@ -394,44 +320,47 @@ class Emulator:
         self.fault, self.fetch_miss, self.done = None, None, False
         for reg in self.arch.registers.values():
             self.uc.reg_write(reg, 0)
+        for reg, value in self.arch.initial.items():
+            self.uc.reg_write(reg, value)
         sp = (self.arch.stack_top - STACK_SLACK) & -16
         if self.arch.link is None:
             sp -= self.word
-            self.write(sp, self.arch.return_trap.to_bytes(self.word, "little"))
+            self.memory.write(sp, self.arch.return_trap.to_bytes(self.word, "little"))
         else:
             self.uc.reg_write(self.arch.link, self.arch.return_trap)
         self.uc.reg_write(self.arch.sp, sp)
         try:
-            self.uc.emu_start(entry, 0, count=self.budget)
+            self.uc.emu_start(entry, 0, count=max(self.budget, 1))   # 0 = no limit
         except UcError as e:
             self._stop_on_error(e)
         if self.fault is not None:
             return Outcome(None, self.fault)
         if not self.done:
             pc = int(self.uc.reg_read(self.arch.pc))
-            return Outcome(None, EmuFault("budget-exhausted", pc, f"still running after {self.budget} instructions"))
+            return Outcome(None, EmuFault("budget-exhausted", pc, f"{self.budget} instructions run"))
         return Outcome(int(self.uc.reg_read(self.arch.ret)), None)
 
     def _stop_on_error(self, e: UcError) -> None:
         if self.fault is not None:
             return
         pc = int(self.uc.reg_read(self.arch.pc))
-        if e.errno == UC_ERR_INSN_INVALID:
+        if e.errno == const.UC_ERR_INSN_INVALID:
             self.fault = EmuFault("invalid-instruction", pc, "undefined or invalid instruction")
-        elif e.errno == UC_ERR_EXCEPTION and self.fetch_miss is not None:
+        elif e.errno == const.UC_ERR_EXCEPTION and self.fetch_miss is not None:
             address = max(pc, self.fetch_miss)
-            where = self.space.pages.get(address & -self.page)
+            where = self.memory.pages.get(address & -self.page)
             self.fault = EmuFault("fetch-fault", address, "not mapped" if where is None
                                   else f"{where[1]} page is not executable")
         else:
             self.fault = EmuFault("cpu-exception", pc, str(e))
 
-    def end_init(self) -> None:
-        """do_init_module's success path: ro_after_init becomes read-only, init is freed."""
-        self.space.phase = "exit"
-        if "init" in self.ld.regions:
-            self.space.unmap(*self.ld.regions["init"])
-        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+    def enter_phase(self, phase: str, freed: list[tuple[int, int]]) -> None:
+        """From now on: `phase`'s permissions (ro_after_init is writable in "init" only),
+        and the (base, size) ranges in `freed` are gone."""
+        self.memory.phase = phase
+        for base, size in freed:
+            self.memory.unmap(base, size)
+        self.uc.ctl(const.UC_CTL_TLB_FLUSH, const.UC_CTL_IO_WRITE)
 
     def take_log(self) -> list[LogRecord]:
         """The module's records since the last call (an open record counts as finished)."""

@@ -49,17 +49,23 @@ class Jump:
 Outcome = int | None | Jump
 
 
+class Memory(Protocol):
+    """Virtual memory as the module sees it; a bad access raises EmuFault."""
+    def read(self, address: int, size: int) -> bytes: ...
+    def write(self, address: int, data: bytes) -> None: ...
+    def accessible(self, address: int, size: int, write: bool) -> int: ...   # bytes usable from address
+    def chunks(self, address: int) -> Iterator[bytes]: ...                   # to each page's end
+
+
 class Machine(Protocol):
     """What a kernel function sees of the emulated machine."""
     word: int
     heap: Heap
 
+    @property
+    def memory(self) -> Memory: ...
+    def arg(self, index: int) -> int: ...               # the index-th integer argument
     def register(self, name: str) -> int: ...
-    def varargs(self, first: int) -> printk.ArgSource: ...
-    def read(self, address: int, size: int) -> bytes: ...
-    def write(self, address: int, data: bytes) -> None: ...
-    def accessible(self, address: int, size: int, write: bool) -> int: ...
-    def chunks(self, address: int) -> Iterator[bytes]: ...
     def printk(self, formatted: printk.Formatted) -> int: ...
 
 
@@ -85,10 +91,10 @@ def kernel_function(name: str, *params: str, variadic: bool = False) -> Callable
 
 
 # ---- strings and memory ----------------------------------------------------------------
-def cstring(m: Machine, address: int, limit: int | None = None) -> bytes:
+def cstring(memory: Memory, address: int, limit: int | None = None) -> bytes:
     """Bytes up to the NUL; faults only on a byte it must read, as a byte loop would."""
     out = bytearray()
-    for chunk in m.chunks(address):
+    for chunk in memory.chunks(address):
         nul = chunk.find(0)
         out += chunk if nul < 0 else chunk[:nul]
         if nul >= 0 or (limit is not None and len(out) >= limit):
@@ -96,7 +102,7 @@ def cstring(m: Machine, address: int, limit: int | None = None) -> bytes:
     return bytes(out if limit is None else out[:limit])
 
 
-def copy(m: Machine, dst: int, src: int, n: int) -> None:
+def copy(m: Memory, dst: int, src: int, n: int) -> None:
     """A forward copy: it stops at the first byte it cannot read or write (a read first)."""
     readable, writable = m.accessible(src, n, False), m.accessible(dst, n, True)
     done = min(readable, writable)
@@ -110,8 +116,8 @@ def copy(m: Machine, dst: int, src: int, n: int) -> None:
 @kernel_function("memset", "void *s", "int c", "size_t count")
 def memset(m: Machine, a: list[int]) -> Outcome:
     s, c, n = a
-    writable = m.accessible(s, n, True)
-    m.write(s, bytes([c & 0xFF]) * writable)
+    writable = m.memory.accessible(s, n, True)
+    m.memory.write(s, bytes([c & 0xFF]) * writable)
     if writable < n:
         raise EmuFault("write-fault", s + writable, f"memset of {n:#x} bytes at {s:#x}")
     return s
@@ -119,23 +125,23 @@ def memset(m: Machine, a: list[int]) -> Outcome:
 
 @kernel_function("memcpy", "void *dest", "const void *src", "size_t count")
 def memcpy(m: Machine, a: list[int]) -> Outcome:
-    copy(m, a[0], a[1], a[2])
+    copy(m.memory, a[0], a[1], a[2])
     return a[0]
 
 
 @kernel_function("memmove", "void *dest", "const void *src", "size_t count")
 def memmove(m: Machine, a: list[int]) -> Outcome:
-    copy(m, a[0], a[1], a[2])      # whole source read before writing: overlap-safe
+    copy(m.memory, a[0], a[1], a[2])      # whole source read before writing: overlap-safe
     return a[0]
 
 
 @kernel_function("strlen", "const char *s")
 def strlen(m: Machine, a: list[int]) -> Outcome:
-    return len(cstring(m, a[0]))
+    return len(cstring(m.memory, a[0]))
 
 
 def _bytes(m: Machine, address: int) -> Iterator[int]:
-    for chunk in m.chunks(address):
+    for chunk in m.memory.chunks(address):
         yield from chunk
 
 
@@ -151,15 +157,34 @@ def strcmp(m: Machine, a: list[int]) -> Outcome:
 
 
 # ---- printk and snprintf ---------------------------------------------------------------
+class VarArgs:
+    """printk.ArgSource over a variadic call's arguments: registers, then the stack. A bad
+    %s pointer faults: the kernel's vsprintf would oops on it."""
+
+    def __init__(self, m: Machine, first: int) -> None:
+        self.m, self.index = m, first
+
+    def next_int(self, size: int, signed: bool) -> int:
+        value = self.m.arg(self.index) & ((1 << size * 8) - 1)
+        self.index += 1
+        return value - (1 << size * 8) if signed and value >> (size * 8 - 1) else value
+
+    def read_cstring(self, address: int, limit: int) -> bytes | None:
+        return cstring(self.m.memory, address, limit)
+
+    def read_bytes(self, address: int, n: int) -> bytes | None:
+        return self.m.memory.read(address, n)
+
+
 def format_at(m: Machine, fmt: int, first_vararg: int) -> printk.Formatted:
-    return printk.vsprintf(cstring(m, fmt), m.varargs(first_vararg), pointer_bits=m.word * 8)
+    return printk.vsprintf(cstring(m.memory, fmt), VarArgs(m, first_vararg), pointer_bits=m.word * 8)
 
 
 def printk_text_len(text: str) -> int:
     """vprintk_store's return value: the stored text length (cut to the record size, its
     trailing newline and its level/KERN_CONT prefix removed)."""
     kept = text[:min(len(text) + 1, printk.LOG_LINE_MAX) - 1]
-    kept = kept[:-1] if kept.endswith("\n") else kept
+    kept = kept.removesuffix("\n")
     return len(printk.parse_prefix(kept.encode("latin-1"))[2])
 
 
@@ -175,7 +200,7 @@ def snprintf(m: Machine, a: list[int]) -> Outcome:
         return 0            # vsnprintf's WARN_ON_ONCE (a stack dump, not reproduced), then 0
     text = format_at(m, fmt, 3).text.encode("latin-1")
     if size:
-        m.write(buf, text[:size - 1] + b"\0")
+        m.memory.write(buf, text[:size - 1] + b"\0")
     return len(text)
 
 
@@ -207,7 +232,7 @@ class Heap:
         if address:
             self.live[address] = rounded
             if flags & GFP_ZERO:
-                m.write(address, bytes(rounded))
+                m.memory.write(address, bytes(rounded))
         return address
 
     def _carve(self, rounded: int) -> int:
@@ -277,6 +302,19 @@ def kmalloc_caches(word: int) -> bytes:
 
 
 KERNEL_DATA: dict[str, Callable[[int], bytes]] = {"kmalloc_caches": kmalloc_caches}
+
+
+def kernel_data_pages(symbols: dict[str, int], word: int, page: int) -> dict[int, bytes]:
+    """The pages holding the KERNEL_DATA objects the environment exports (zero elsewhere)."""
+    pages: dict[int, bytearray] = {}
+    for name, build in KERNEL_DATA.items():
+        address = symbols.get(name)
+        if address is None:
+            continue
+        for k, byte in enumerate(build(word)):
+            vpage = (address + k) & -page
+            pages.setdefault(vpage, bytearray(page))[address + k - vpage] = byte
+    return {vpage: bytes(content) for vpage, content in sorted(pages.items())}
 
 
 # ---- arch entry points -----------------------------------------------------------------

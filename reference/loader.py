@@ -641,4 +641,7 @@ def load(request: Request) -> Result:
                       fault=Fault(phase, f"{f.access}-outside-memory", f.address, str(f)), detail=str(f))
     result = Result("loaded", layout=ld.layout_result(), regions=dict(ld.regions),
                     symbols=dict(sorted(ld.undefined.items())), sections=ld.sections_result(), log=ld.log)
+    if request.run_init:
+        from .init import run_init_and_exit
+        run_init_and_exit(ld, result)
     return result

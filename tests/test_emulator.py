@@ -283,3 +283,24 @@ static void __exit m_exit(void) { _printk("\\0016%c\\n", where[0]); }
     assert result.fault is not None
     assert (result.fault.phase, result.fault.kind) == ("exit", "read-fault")
     assert result.fault.address == section_address(ld, ".init.rodata")
+
+
+def test_stack_passed_variadic_arguments() -> None:
+    result, _ = run("""
+static int __init m_init(void)
+{
+    _printk("\\0016%d %d %d %d %d %d %d %s\\n", 1, 2, 3, 4, 5, 6, 7, "eight");
+    return 0;
+}
+static void __exit m_exit(void) { }
+""")
+    assert module_log(result) == [(6, "1 2 3 4 5 6 7 eight")]
+
+
+def test_invalid_instruction_faults() -> None:
+    result, _ = run("""
+static int __init m_init(void) { __builtin_trap(); return 0; }
+static void __exit m_exit(void) { }
+""")
+    assert result.fault is not None
+    assert (result.fault.phase, result.fault.kind) == ("init", "invalid-instruction")

@@ -115,7 +115,7 @@ def build_ko(doc: dict[str, Any]) -> tuple[bytes, Request]:
     except ELFError as e:
         raise GenerateError(f"{doc['id']}: the built object does not parse with pyelftools: {e}") from None
     ko = mutate.apply(ko, doc["recipe"].get("mutations", []), arch)
-    return ko, Request(ko, doc["arch"], profile, env, run_init=False)
+    return ko, Request(ko, doc["arch"], profile, env)
 
 
 def generate(path: Path, doc: dict[str, Any]) -> tuple[dict[str, Any], bytes, list[str]]:
