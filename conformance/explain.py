@@ -6,7 +6,10 @@ from typing import Any, Callable
 from koconform.reference import arch as arches
 from koconform.reference.elf import SHT_REL, SHT_RELA, cstring, read_ehdr, read_table
 
-_CAPSTONE = {"x86_64": ("CS_ARCH_X86", "CS_MODE_64")}
+# capstone (arch, modes OR'd together) per arch; arm is ARM state (Debian's armmp is not THUMB2_KERNEL).
+_CAPSTONE = {"x86_64": ("CS_ARCH_X86", ("CS_MODE_64",)), "i386": ("CS_ARCH_X86", ("CS_MODE_32",)),
+             "arm64": ("CS_ARCH_ARM64", ("CS_MODE_ARM",)), "arm": ("CS_ARCH_ARM", ("CS_MODE_ARM",)),
+             "riscv64": ("CS_ARCH_RISCV", ("CS_MODE_RISCV64", "CS_MODE_RISCVC"))}
 
 
 def relocations_at(ko: bytes, arch_name: str, section: str, offset: int) -> list[str]:
@@ -60,7 +63,10 @@ def disassemble(arch_name: str, code: bytes, address: int, around: int, count: i
     if spec is None:
         return []
     import capstone
-    md = capstone.Cs(getattr(capstone, spec[0]), getattr(capstone, spec[1]))
+    mode = 0
+    for name in spec[1]:
+        mode |= getattr(capstone, name)
+    md = capstone.Cs(getattr(capstone, spec[0]), mode)
     insns = list(md.disasm(code, address))
     at = next((k for k, i in enumerate(insns) if i.address + i.size > around), len(insns))
     window = insns[max(0, at - 1):at + count - 1]

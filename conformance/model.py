@@ -88,6 +88,7 @@ class Profile:
     vermagic: str
     module_struct: dict[str, int]  # size, align, name, init, exit offsets
     facts: dict[str, Any] = field(default_factory=dict)   # other per-boot facts
+    build: dict[str, Any] = field(default_factory=dict)   # how kbuild builds modules for it
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) in (True, "y", "m")
@@ -95,7 +96,8 @@ class Profile:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "arch": self.arch, "config": dict(self.config),
                 "page_size": self.page_size, "vermagic": self.vermagic,
-                "module_struct": dict(self.module_struct), "facts": dict(self.facts)}
+                "module_struct": dict(self.module_struct), "facts": dict(self.facts),
+                "build": dict(self.build)}
 
 
 @dataclass

@@ -14,11 +14,15 @@ HERE = Path(__file__).resolve().parent
 
 @functools.cache
 def _profile_doc(name: str) -> dict[str, Any]:
+    """The profile's document; its arches come from profiles/<name>/<arch>.yaml, one file each."""
     path = HERE / "profiles" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (HERE / "profiles").glob("*.yaml"))
         raise KeyError(f"unknown profile {name!r}; known: {', '.join(known)}")
-    return yaml.safe_load(path.read_text())
+    doc = yaml.safe_load(path.read_text())
+    doc["arches"] = {p.stem: yaml.safe_load(p.read_text())
+                     for p in sorted((HERE / "profiles" / name).glob("*.yaml"))}
+    return doc
 
 
 def arch_doc(profile: str, arch: str) -> dict[str, Any]:
@@ -35,7 +39,7 @@ def load_profile(name: str, arch: str, overrides: dict[str, Any] | None = None) 
     return Profile(name=name, arch=arch, config=config, page_size=parse_int(a["page_size"]),
                    vermagic=a["vermagic"],
                    module_struct={k: parse_int(v) for k, v in a["module_struct"].items()},
-                   facts=dict(a.get("facts", {})))
+                   facts=dict(a.get("facts", {})), build=dict(a.get("build", {})))
 
 
 @functools.cache

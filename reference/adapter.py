@@ -5,12 +5,13 @@ from koconform.conformance.adapter import Adapter
 from koconform.conformance.model import Request, Result
 
 from . import loader
+from .arch import ARCHES
 
 
 class ReferenceAdapter(Adapter):
     name = "reference"
     description = "koconform's reference loader (Linux 6.1 load_module in Python)"
-    arches = frozenset({"x86_64"})
+    arches = frozenset(ARCHES)
     produces = frozenset({"status", "errno", "phase", "layout", "regions", "symbols", "sections", "log",
                           "init_return", "exit_log", "fault"})
 

@@ -318,6 +318,8 @@ class Load:
     # ---- layout_and_allocate -------------------------------------------------------
     def layout_and_allocate(self) -> None:
         self.check_modinfo()
+        if self.arch.frob_arch_sections is not None:
+            self.arch.frob_arch_sections(self)
         self.module_enforce_rwx_sections()
         flags = self.sechdrs["sh_flags"]
         flags[self.index["pcpu"]] &= ~np.array(SHF_ALLOC).astype(flags.dtype)
@@ -592,7 +594,10 @@ class Load:
                 self.klog(3, "module %s: REL relocation unsupported\n", self.modname)
                 raise RelocationError(f"section {i}: {'RELA' if sh_type == SHT_RELA else 'REL'} "
                                       f"relocations are not supported on {self.arch.name}")
-            apply_section(self, i, int(shdr["sh_addr"]), int(shdr["sh_size"]), infosec)
+            if self.arch.apply is not None:
+                self.arch.apply(self, i, infosec)
+            else:
+                apply_section(self, i, int(shdr["sh_addr"]), int(shdr["sh_size"]), infosec)
 
     # ---- results -------------------------------------------------------------------
     def layout_result(self) -> dict[str, Placement]:

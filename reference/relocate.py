@@ -107,9 +107,11 @@ def _bulk(ctx: RelocContext, e: Entries, relsec: int, target: int) -> bool:
             return False
     s = symtab["st_value"].astype(np.uint64)[e.rsym.astype(np.int64)]
     val = np.zeros(len(p), dtype=np.uint64)
+    old = _gather(data, off, sizes)
+    if not arch.rela:               # REL: the addend is the value already at the place
+        e.addend = old.copy()
     sa = s + e.addend
     fail = np.where(kinds < 0, UNKNOWN, OK)
-    old = _gather(data, off, sizes)
     for k, r in enumerate(table):
         sel = kinds == k
         if not sel.any():
@@ -167,6 +169,9 @@ def _one_by_one(ctx: RelocContext, e: Entries, relsec: int, target: int) -> None
             return
         if r.size == 0:
             continue
+        if not arch.rela:           # REL: the addend is the value already at the place
+            e.addend[i] = mem.read_u(p, r.size)
+            sa = (s + int(e.addend[i])) & mask
         if r.zero_target and mem.read_u(p, r.size) != 0:
             _fail(ctx, e, i, NONZERO, r, p, sa, 0, relsec, target)
         one = lambda x: np.array([x], dtype=np.uint64)  # noqa: E731

@@ -132,7 +132,8 @@ def generate(path: Path, doc: dict[str, Any]) -> tuple[dict[str, Any], bytes, li
                           **{name: hex(addr) for name, (addr, _) in result.regions.items()},
                           "copy": hex(request.environment.regions["copy"])}
         out["environment"] = env
-    order = ("id", "description", "family", "arch", "profile", "recipe", "environment", "peers", "ko", "sha256")
+    order = ("id", "description", "family", "arch", "profile", "recipe", "environment", "covers", "peers", "ko",
+             "sha256")
     out = {k: out[k] for k in order if k in out}     # canonical order: stable from the first write
     notes = []
     if undefined:

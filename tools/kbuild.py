@@ -22,22 +22,12 @@ from elftools.elf.sections import SymbolTableSection
 
 from koconform.conformance.model import Environment, Profile
 
-# Per arch: zig target and the flags kbuild passes for that kernel (arch/x86/Makefile,
-# Makefile: -mcmodel=kernel -mno-red-zone, -mfentry -pg for FUNCTION_TRACER, thunk-extern
-# returns and retpolines for RETHUNK/RETPOLINE, -fno-common).
-ARCH_FLAGS: dict[str, list[str]] = {
-    "x86_64": ["-target", "x86_64-freestanding", "-mcmodel=kernel", "-mno-red-zone", "-mno-sse",
-               "-mno-mmx", "-mno-sse2", "-mno-avx"],
-}
-CONFIG_FLAGS: dict[str, dict[str, list[str]]] = {
-    "x86_64": {"CONFIG_FUNCTION_TRACER": ["-pg", "-mfentry"],
-               "CONFIG_RETHUNK": ["-mfunction-return=thunk-extern"],
-               "CONFIG_RETPOLINE": ["-mretpoline-external-thunk"]},
-}
+# The arch's part (zig target, arch Makefile flags, flags that follow config options, ld
+# emulation, arch module linker script) is the profile's `build` block; these are the flags
+# kbuild passes everywhere that change the object code.
 COMMON_FLAGS = ["-fno-pic", "-g0", "-O2", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
                 "-fno-addrsig", "-fno-common", "-ffreestanding", "-fno-stack-protector",
                 "-ffile-prefix-map=/koconform-build/=", "-Wno-unused-command-line-argument"]
-LD_EMULATION = {"x86_64": "elf_x86_64"}
 
 # scripts/module.lds (6.1), the part that applies without LTO.
 MODULE_LDS = """SECTIONS {
@@ -84,12 +74,24 @@ def zig(*args: str, cwd: Path) -> None:
         raise BuildError(f"zig {' '.join(args)} failed:\n{proc.stderr.strip()}")
 
 
-def compile_flags(arch: str, profile: Profile, extra: list[str]) -> list[str]:
-    flags = list(ARCH_FLAGS[arch]) + COMMON_FLAGS
-    for option, add in CONFIG_FLAGS.get(arch, {}).items():
+def build_facts(profile: Profile) -> dict[str, Any]:
+    if not profile.build:
+        raise BuildError(f"profile {profile.name} has no build block for {profile.arch}")
+    return profile.build
+
+
+def compile_flags(profile: Profile, extra: list[str]) -> list[str]:
+    b = build_facts(profile)
+    flags = ["-target", b["target"], *b.get("cflags", []), *COMMON_FLAGS]
+    for option, add in (b.get("config_cflags") or {}).items():
         if profile.enabled(option):
             flags += add
     return flags + extra
+
+
+def module_lds(profile: Profile) -> str:
+    """scripts/module.lds with the arch's asm/module.lds.h after it, as kbuild preprocesses it."""
+    return MODULE_LDS + (build_facts(profile).get("module_lds") or "")
 
 
 def c_string(s: str) -> str:
@@ -184,10 +186,10 @@ def this_module_c(recipe: Recipe, ms: dict[str, int], word: int, has_init: bool,
 
 def build(recipe: Recipe, profile: Profile, env: Environment) -> bytes:
     """Compile, generate .mod.c, link: the .ko bytes."""
-    arch = profile.arch
+    emulation = build_facts(profile)["ld_emulation"]
     with tempfile.TemporaryDirectory(prefix="koconform-build-") as tmp:
         work = Path(tmp)
-        flags = compile_flags(arch, profile, recipe.cflags)
+        flags = compile_flags(profile, recipe.cflags)
         objs = []
         for k, src in enumerate(recipe.sources):
             path = work / src["file"]
@@ -196,13 +198,13 @@ def build(recipe: Recipe, profile: Profile, env: Environment) -> bytes:
             zig("cc", *flags, "-c", src["file"], "-o", obj.name, cwd=work)
             objs.append(obj)
         if len(objs) > 1:
-            zig("ld.lld", "-r", "-m", LD_EMULATION[arch], "-o", "mod.o", *[o.name for o in objs], cwd=work)
+            zig("ld.lld", "-r", "-m", emulation, "-o", "mod.o", *[o.name for o in objs], cwd=work)
             combined = work / "mod.o"
         else:
             combined = objs[0]
         (work / "mod.mod.c").write_text(mod_c(recipe, profile, env, undefined_symbols(combined)))
         zig("cc", *flags, "-c", "mod.mod.c", "-o", "mod.mod.o", cwd=work)
-        (work / "module.lds").write_text(MODULE_LDS)
-        zig("ld.lld", "-r", "-m", LD_EMULATION[arch], "-z", "noexecstack", "--build-id=sha1",
+        (work / "module.lds").write_text(module_lds(profile))
+        zig("ld.lld", "-r", "-m", emulation, "-z", "noexecstack", "--build-id=sha1",
             *recipe.ldflags, "-T", "module.lds", "-o", "out.ko", combined.name, "mod.mod.o", cwd=work)
         return (work / "out.ko").read_bytes()

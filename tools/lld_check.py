@@ -17,7 +17,9 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-LD_EMULATION = {"x86_64": "elf_x86_64"}
+# ld emulation per arch (the same names GNU ld uses).
+LD_EMULATION = {"x86_64": "elf_x86_64", "i386": "elf_i386", "arm64": "aarch64linux",
+                "arm": "armelf_linux_eabi", "riscv64": "elf64lriscv"}
 # Sections the loader lays out that no linker output holds as such.
 # .note.gnu.build-id: lld drops input build-id notes (it synthesises its own); the bytes are
 # the file's either way, no relocation applies to them.

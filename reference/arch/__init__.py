@@ -8,7 +8,7 @@ docs) reads that table: a type absent from it is unsupported everywhere at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,10 +78,20 @@ class RelocType:
     check_after_write: bool = False  # 6.1 x86_64 writes first, then checks
     zero_target: bool = False        # the kernel refuses a place that is not all zero
     unchecked_range: RangeCheck | None = None  # the field's range where the kernel does not check it
+    requires: str | None = None      # CONFIG_* option without which 6.1 compiles the type out
     cite: str = ""                   # where the behaviour is defined
 
     def compute(self, s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
         return VALUE_KINDS[self.value](s, a, p)
+
+
+# Arch hooks take the loader's state (reference/loader.py `Load`), typed loosely to keep the
+# arch modules free of an import cycle.
+Loader = Any
+# apply(ld, relsec, target): apply one relocation section, as apply_relocate(_add) does.
+ApplyFn = Callable[[Loader, int, int], None]
+# frob(ld): module_frob_arch_sections, run in layout_and_allocate after check_modinfo.
+FrobFn = Callable[[Loader], None]
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,12 @@ class Arch:
     # Default profile facts of the arch: where module memory lives.
     modules_vaddr: int = 0
     modules_end: int = 0
+    # The arch's own apply_relocate(_add), for relocations that are more than "compute a value,
+    # check its range, store `size` little-endian bytes" (instruction fields, PLT/GOT entries,
+    # partner relocations). None: the table-driven bulk path of reference/relocate.py.
+    apply: ApplyFn | None = None
+    # module_frob_arch_sections (PLT/GOT sizing); None: the kernel's weak no-op.
+    frob_arch_sections: FrobFn | None = None
 
     def reloc_by_name(self, name: str) -> RelocType:
         for r in self.relocations.values():
@@ -106,9 +122,22 @@ class Arch:
         raise KeyError(name)
 
 
+# Every arch the suite knows, each in reference/arch/<name>.py.
+NAMES = ("x86_64", "i386", "arm64", "arm", "riscv64")
+
+
 def _registry() -> dict[str, Arch]:
-    from . import x86_64
-    return {a.name: a for a in (x86_64.ARCH,)}
+    import importlib
+    out = {}
+    for name in NAMES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            continue                    # not written yet: the coverage report shows the gap
+        out[name] = module.ARCH
+    return out
 
 
 ARCHES: dict[str, Arch] = _registry()
