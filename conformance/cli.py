@@ -7,6 +7,10 @@
         Run the vectors (all, or the files/directories named) through an implementation.
     koconform generate [--all | --check | FILE ...]
         Build vectors from their recipes and fill in their expectations (see tools/).
+    koconform peers [--check] [-n N]
+        Check every expected byte with two independent linkers (ld.lld, GNU ld) and write
+        vectors/PEERS.md; fails on a difference no vector explains (--check: also when
+        PEERS.md is not what this run writes).
     koconform adapters
         The implementations installed (entry points in the koconform.adapters group).
 """
@@ -87,6 +91,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(pytest.main([*paths, "--adapter", args.adapter, "-p", "no:cacheprovider", *args.pytest_args]))
 
 
+def cmd_peers(args: argparse.Namespace) -> int:
+    """Both peers over the vectors, as pytest sessions; then PEERS.md from their outcomes."""
+    import tempfile
+
+    import pytest
+
+    from . import peers
+    paths = [str(p) for p in args.paths] or [str(ROOT / "vectors")]
+    outcomes: list[dict[str, Any]] = []
+    versions, status = {}, 0
+    for name, cls in peers.PEERS.items():
+        peer = cls()
+        if (why := peer.available()) is not None:
+            print(f"koconform peers: {why}", file=sys.stderr)
+            return 2
+        versions[name] = peer.version()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "outcomes.json"
+            extra = ["-n", str(args.workers)] if args.workers > 1 else []
+            code = int(pytest.main([*paths, "--adapter", name, "--peers-report", str(out), "-q",
+                                    "-p", "no:cacheprovider", *extra]))
+            if code not in (0, 5):
+                status = 1
+            if out.exists():
+                outcomes += json.loads(out.read_text())
+    text = peers.report(outcomes, versions)
+    target = args.output or ROOT / "vectors" / "PEERS.md"
+    if args.check and (not target.exists() or target.read_text() != text):
+        print(f"koconform peers: {target} is not what this run writes: run `koconform peers` and commit it",
+              file=sys.stderr)
+        status = 1
+    elif not args.check:
+        target.write_text(text)
+        print(f"wrote {target}")
+    return status
+
+
 def cmd_adapters(args: argparse.Namespace) -> int:
     for name, ep in sorted(adapters.available().items()):
         cls = ep.load()
@@ -117,6 +158,15 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     sub.add_parser("generate", help="build vectors from recipes, fill in expectations "
                    "(koconform generate --help)")
+    p = sub.add_parser("peers", help="check every expected byte with ld.lld and GNU ld; write vectors/PEERS.md",
+                       description="Run every vector through the two peer linkers (adapters lld and gnu-ld, "
+                                   "given each vector's layout and symbol values), fail on any difference the "
+                                   "vector does not explain, and write the per-arch summary vectors/PEERS.md.")
+    p.add_argument("paths", nargs="*", type=Path, help="vector files or directories (default: all)")
+    p.add_argument("--check", action="store_true", help="do not write: fail if PEERS.md is out of date")
+    p.add_argument("--output", type=Path, help="where to write the report (default: vectors/PEERS.md)")
+    p.add_argument("-n", dest="workers", type=int, default=1, help="pytest-xdist workers")
+    p.set_defaults(func=cmd_peers)
     p = sub.add_parser("adapters", help="list installed implementations")
     p.set_defaults(func=cmd_adapters)
     return ap

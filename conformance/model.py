@@ -109,6 +109,9 @@ class Request:
     environment: Environment
     name: str = "module.ko"          # for messages only
     run_init: bool = True            # False: stop after relocation (no emulation)
+    # Peer adapters only (static linkers, conformance/peers.py): the vector's layout and symbol
+    # values, which a static link cannot decide by itself. Never given to an implementation.
+    given: Any = None
 
 
 @dataclass

@@ -26,6 +26,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("koconform")
     group.addoption("--adapter", default="reference",
                     help="implementation to run the vectors through (entry point in koconform.adapters)")
+    group.addoption("--peers-report", default=None, metavar="FILE",
+                    help="with a peer adapter (lld, gnu-ld): write each vector's outcome (agree, differs "
+                         "with reason, cannot express) to FILE as JSON, for `koconform peers`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,6 +84,9 @@ class VectorItem(pytest.Item):
             pytest.skip(f"adapter {name} does not handle {vec.arch}")
         request = vec.request()
         ko = request.ko
+        if getattr(impl, "kind", "implementation") == "peer":
+            self.run_peer(impl, vec, request)
+            return
         try:
             actual = adapters.result_json(impl.load(request))
         except Exception:  # the implementation under test broke: this vector fails, the run goes on
@@ -88,6 +94,53 @@ class VectorItem(pytest.Item):
         result = compare(vec.expect, actual, impl.produces, explainer(ko, vec.arch, vec.expect))
         if not result.ok:
             raise VectorFailure("\n".join(result.differences) + _context(vec.expect, actual, result.not_checked))
+
+    def run_peer(self, impl: adapters.Adapter, vec: Vector, request: Any) -> None:
+        """A static linker given the vector's layout: its bytes agree, or the vector says why not."""
+        from .peers import Given
+        key = impl.vector_key  # type: ignore[attr-defined]
+        declared = ((vec.doc.get("peers") or {}).get(key) or {})
+        reason = declared.get("differs")
+
+        def record(outcome: str, why: str = "") -> None:
+            self.user_properties.append(("peer", {"vector": vec.id, "arch": vec.arch, "peer": impl.name,
+                                                  "outcome": outcome, "reason": reason or "", "why": why}))
+        if vec.expect["status"] != "loaded":
+            record("cannot-express", f"the kernel {vec.expect['status']} this module; a linker only relocates")
+            pytest.skip(f"{impl.name} cannot express a {vec.expect['status']} outcome")
+        request.given = Given.from_vector(vec.doc)
+        try:
+            actual = adapters.result_json(impl.load(request))
+        except Exception:
+            raise VectorFailure(f"peer {impl.name} raised:\n{traceback.format_exc(limit=6)}") from None
+        if actual.get("status") != "loaded":
+            if reason == "linker-rejects-input":
+                record("cannot-express", str(actual.get("detail", ""))[:200])
+                pytest.skip(f"{impl.name} rejects this input, as the vector declares")
+            raise VectorFailure(f"{impl.name} could not link the module and the vector declares no reason:\n"
+                                f"{actual.get('detail', '')}")
+        unexpressed = set(actual.get("unexpressed") or ())
+        expect = {"status": "loaded", "sections": {k: v for k, v in (vec.expect.get("sections") or {}).items()
+                                                   if k not in unexpressed}}
+        result = compare(expect, actual, impl.produces, explainer(request.ko, vec.arch, vec.expect))
+        if result.ok and reason:
+            if actual.get("detail"):
+                record("agree-with-diagnostics", str(actual["detail"]).splitlines()[0][:200])
+                return
+            raise VectorFailure(f"the vector declares {key} differs ({reason}) but {impl.name} writes the "
+                                f"same bytes without a word: remove the declaration")
+        if result.ok:
+            record("agree")
+            return
+        if reason == "linker-rejects-input":         # it wrote a file, but not the module's sections
+            record("cannot-express", str(actual.get("detail", "")).splitlines()[0][:200] if actual.get("detail") else "")
+            pytest.skip(f"{impl.name} rejects this input, as the vector declares")
+        if reason:
+            record("differs", result.differences[0].splitlines()[0])
+            return
+        raise VectorFailure(f"{impl.name} relocates differently and the vector names no reason under "
+                            f"peers.{key}:\n" + "\n".join(result.differences)
+                            + (f"\n{impl.name} said: {actual.get('detail')}" if actual.get("detail") else ""))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         rerun = f"rerun: koconform run --adapter {self.config.getoption('adapter')} {self.path}"
@@ -114,3 +167,26 @@ def _context(expect: dict[str, Any], actual: dict[str, Any], not_checked: list[s
     if not_checked:
         lines.append(f"not checked (adapter does not produce): {', '.join(not_checked)}")
     return ("\n" + "\n".join(lines)) if lines else ""
+
+
+# ---- peer outcomes, collected on the controlling process (also under pytest-xdist) -------
+_PEER_OUTCOMES: list[dict[str, Any]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _PEER_OUTCOMES.clear()          # several sessions may run in one process (koconform peers)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        return
+    for name, value in report.user_properties:
+        if name == "peer" and value not in _PEER_OUTCOMES:
+            _PEER_OUTCOMES.append(value)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("peers_report", None)
+    if path and not hasattr(session.config, "workerinput"):
+        import json
+        Path(path).write_text(json.dumps(sorted(_PEER_OUTCOMES, key=lambda o: (o["vector"], o["peer"])), indent=1))

@@ -76,7 +76,7 @@ class Load:
 
     # ---- logging -------------------------------------------------------------------
     def klog(self, level: int, fmt: str, *args: object) -> None:
-        f = printk.vsprintf(fmt.encode("latin-1"), printk.PyArgs(list(args)),
+        f = printk.vsprintf(fmt.encode("latin-1"), printk.PyArgs(list(args), pointer_bits=self.cls.bits),
                             pointer_bits=self.cls.bits)
         text = f.text[:-1] if f.text.endswith("\n") else f.text
         pattern = None
@@ -179,7 +179,7 @@ class Load:
         if int(hdr["e_type"]) != ET_REL:
             self.klog(3, "Invalid ELF header type: %u != %u\n", int(hdr["e_type"]), ET_REL)
             raise ElfCheckError(f"e_type {int(hdr['e_type'])} is not ET_REL")
-        if int(hdr["e_machine"]) != self.arch.e_machine:
+        if int(hdr["e_machine"]) != self.arch.e_machine and int(hdr["e_machine"]) not in self.arch.also_machines:
             self.klog(3, "Invalid architecture in ELF header: %u\n", int(hdr["e_machine"]))
             raise ElfCheckError(f"e_machine {int(hdr['e_machine'])} is not {self.arch.e_machine}")
         if int(hdr["e_shentsize"]) != cls.shdr.itemsize:
@@ -608,7 +608,7 @@ class Load:
         out = {}
         for i in sorted(self.placed):
             shdr = self.sechdrs[i]
-            if int(shdr["sh_type"]) == SHT_NOBITS:
+            if int(shdr["sh_type"]) == SHT_NOBITS and self.secname(i) not in self.arch.written_sections:
                 continue
             out[self.section_key(i)] = self.memory.read(int(shdr["sh_addr"]), int(shdr["sh_size"]))
         return out

@@ -9,7 +9,7 @@ A vector file is written by hand up to its recipe (and environment overrides); t
 tool builds the .ko as kbuild would, applies the mutations, runs the reference loader,
 and writes `sha256`, the concrete region bases and `expect`. Before writing, ld.lld
 links the same .ko at the same layout: a vector whose bytes differ from ld.lld's is
-refused unless its `peers: {ld.lld: {differs: REASON}}` says why the kernel differs.
+refused unless its `peers: {ld.lld|gnu-ld: {differs: REASON}}` says why the kernel differs.
 
 A family (`NAME.family.yaml`) has `family: {cases: {CASE: {PARAM: value}}}`; every
 string in it may use ${PARAM} and ${case}; each case becomes `NAME-CASE.yaml`. A case's
@@ -35,7 +35,9 @@ from koconform.conformance.vectors import PEER_REASONS, expectation_from_result,
 from koconform.reference import arch as arches
 from koconform.reference import loader
 
-from . import kbuild, lld_check, mutate
+from koconform.conformance import peers
+
+from . import kbuild, mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,12 +91,16 @@ def expand(path: Path, doc: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]
     for case, params in doc["family"]["cases"].items():
         params = dict(params or {})
         mutations = params.pop("mutations", None)     # structured: not substituted
+        case_peers = params.pop("peers", None)        # per-case peer reasons, merged over the family's
         values = {k: str(v) for k, v in params.items()}
         values["case"] = case
         vec = _substitute(copy.deepcopy(template), values)
         if mutations is not None:
             vec["recipe"]["mutations"] = vec["recipe"].get("mutations", []) + mutations
             params["mutations"] = mutations
+        if case_peers is not None:
+            vec["peers"] = {**(vec.get("peers") or {}), **case_peers}
+            params["peers"] = case_peers
         vec = {"id": vec.pop("id"), "description": vec.pop("description"),
                "family": {"source": path.name, "case": case, "parameters": params}, **vec}
         out.append((path.with_name(f"{stem}-{case}.yaml"), vec))
@@ -140,33 +146,44 @@ def generate(path: Path, doc: dict[str, Any]) -> tuple[dict[str, Any], bytes, li
         out["expect"] = doc["expect"]
     else:
         out["expect"] = expectation_from_result(result)
-        notes = peer_gate(doc, ko, out["expect"])
+        notes = peer_gate(doc, out, ko)
     return out, ko, notes
 
 
-def declared_reason(doc: dict[str, Any]) -> str | None:
-    return (((doc.get("peers") or {}).get("ld.lld") or {}).get("differs"))
-
-
-def peer_gate(doc: dict[str, Any], ko: bytes, expect: dict[str, Any]) -> list[str]:
+def peer_gate(doc: dict[str, Any], vector: dict[str, Any], ko: bytes) -> list[str]:
+    """Both static linkers relocate the module at the expected layout; a difference needs a reason."""
+    expect = vector["expect"]
     if expect["status"] != "loaded":
         return []
-    symbols = {n: int(v, 16) for n, v in expect["symbols"].items()}
-    peer = lld_check.link(ko, doc["arch"], expect, symbols)
-    diffs = lld_check.differences(expect, peer)
-    if not peer.sections and declared_reason(doc) == "linker-rejects-input":
-        return [f"{doc['id']}: ld.lld cannot read it: {peer.diagnostics.splitlines()[0]}"]
-    declared = ((doc.get("peers") or {}).get("ld.lld") or {})
-    if diffs and not declared.get("differs"):
-        raise GenerateError(f"{doc['id']}: relocated bytes differ from ld.lld and the vector names no reason:\n  "
-                            + "\n  ".join(diffs) + (f"\n  ld.lld said: {peer.diagnostics}" if peer.diagnostics else "")
+    given = peers.Given.from_vector(vector)
+    notes = []
+    for peer in (peers.LldPeer(), peers.GnuLdPeer()):
+        if (why := peer.available()) is not None:
+            raise GenerateError(f"{doc['id']}: cannot check against {peer.name}: {why}")
+        notes += _one_peer(doc, peer, ko, given, expect)
+    return notes
+
+
+def _one_peer(doc: dict[str, Any], peer: peers.LinkerPeer, ko: bytes, given: peers.Given,
+              expect: dict[str, Any]) -> list[str]:
+    declared = ((doc.get("peers") or {}).get(peer.vector_key) or {})
+    reason = declared.get("differs")
+    linked = peers.link(peer.command(doc["arch"]), doc["arch"], ko, given)
+    want = {k: bytes.fromhex(v) for k, v in (expect.get("sections") or {}).items() if k not in linked.unexpressed}
+    diffs = peers.differences(want, linked.sections)
+    first_line = linked.diagnostics.splitlines()[0] if linked.diagnostics else ""
+    if diffs and reason == "linker-rejects-input" and (not linked.ok or not linked.sections):
+        return [f"{doc['id']}: {peer.vector_key} cannot read it: {first_line}"]
+    if diffs and not reason:
+        raise GenerateError(f"{doc['id']}: relocated bytes differ from {peer.vector_key} and the vector names no "
+                            f"reason under peers.{peer.vector_key}:\n  " + "\n  ".join(diffs)
+                            + (f"\n  {peer.vector_key} said: {linked.diagnostics}" if linked.diagnostics else "")
                             + f"\n  (reasons: {', '.join(PEER_REASONS)})")
-    if not diffs and declared.get("differs"):
-        if not peer.diagnostics:
-            raise GenerateError(f"{doc['id']}: declares ld.lld differs ({declared['differs']}) but ld.lld agrees")
-        # Same bytes, but the linker refuses what the kernel accepts (it wrote them anyway).
-        return [f"{doc['id']}: ld.lld writes the same bytes but reports: {peer.diagnostics.splitlines()[0]}"]
-    return [f"{doc['id']}: ld.lld differs ({declared['differs']}): {d}" for d in diffs]
+    if not diffs and reason:
+        if not linked.diagnostics:
+            raise GenerateError(f"{doc['id']}: declares {peer.vector_key} differs ({reason}) but it agrees")
+        return [f"{doc['id']}: {peer.vector_key} writes the same bytes but reports: {first_line}"]
+    return [f"{doc['id']}: {peer.vector_key} differs ({reason}): {d}" for d in diffs]
 
 
 def sources(paths: list[Path]) -> list[Path]:

@@ -103,6 +103,8 @@ class Arch:
     relocations: dict[int, RelocType]
     # Undefined names the kernel lets stay unresolved besides weak ones (ignore_undef_symbol).
     ignore_undefined: frozenset[str] = frozenset()
+    # Further e_machine values the arch's elf_check_arch accepts besides e_machine (i386: EM_486).
+    also_machines: frozenset[int] = frozenset()
     # Message formats of this arch's apply_relocate(_add), as the kernel prints them.
     messages: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Default profile facts of the arch: where module memory lives.
@@ -114,6 +116,9 @@ class Arch:
     apply: ApplyFn | None = None
     # module_frob_arch_sections (PLT/GOT sizing); None: the kernel's weak no-op.
     frob_arch_sections: FrobFn | None = None
+    # SHT_NOBITS sections the loader writes (module PLT/GOT areas): their bytes are part of the
+    # result's `sections`, as for PROGBITS sections.
+    written_sections: frozenset[str] = frozenset()
 
     def reloc_by_name(self, name: str) -> RelocType:
         for r in self.relocations.values():
