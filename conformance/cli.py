@@ -11,6 +11,12 @@
         Check every expected byte with two independent linkers (ld.lld, GNU ld) and write
         vectors/PEERS.md; fails on a difference no vector explains (--check: also when
         PEERS.md is not what this run writes).
+    koconform coverage [--write] [--check]
+        Every relocation type Linux 6.1 knows, per arch, and the vectors (and edge vectors)
+        that pin it; --write updates vectors/COVERAGE.md, --check fails on a gap.
+    koconform fuzz [--minutes M | --count N] [--seed S]
+        Mutants of every vector's module through the reference: it must answer every one
+        (loaded / rejected with errno and phase / faulted), never raise, never hang.
     koconform adapters
         The implementations installed (entry points in the koconform.adapters group).
 """
@@ -128,6 +134,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from . import coverage
+    return coverage.main(write=args.write, check=args.check)
+
+
 def cmd_adapters(args: argparse.Namespace) -> int:
     for name, ep in sorted(adapters.available().items()):
         cls = ep.load()
@@ -158,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     sub.add_parser("generate", help="build vectors from recipes, fill in expectations "
                    "(koconform generate --help)")
+    sub.add_parser("fuzz", help="mutate the vectors' modules and check the reference never crashes or hangs "
+                   "(koconform fuzz --help)")
     p = sub.add_parser("peers", help="check every expected byte with ld.lld and GNU ld; write vectors/PEERS.md",
                        description="Run every vector through the two peer linkers (adapters lld and gnu-ld, "
                                    "given each vector's layout and symbol values), fail on any difference the "
@@ -167,6 +180,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="where to write the report (default: vectors/PEERS.md)")
     p.add_argument("-n", dest="workers", type=int, default=1, help="pytest-xdist workers")
     p.set_defaults(func=cmd_peers)
+    p = sub.add_parser("coverage", help="relocation types per arch and the vectors that pin them (COVERAGE.md)",
+                       description="Rows from the reference's arch tables; a vector counts for a type when its "
+                                   ".ko holds that type in a relocated section or it claims it under `covers`; "
+                                   "edge claims are checked against the vector's expectation.")
+    p.add_argument("--write", action="store_true", help="write vectors/COVERAGE.md")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 on a type without a vector, a missing range edge, a false claim or a stale file")
+    p.set_defaults(func=cmd_coverage)
     p = sub.add_parser("adapters", help="list installed implementations")
     p.set_defaults(func=cmd_adapters)
     return ap
@@ -177,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["generate"]:        # its options are generate_vector's own
         from koconform.tools import generate_vector
         return generate_vector.main(argv[1:])
+    if argv[:1] == ["fuzz"]:            # and fuzz's are tools/fuzz.py's
+        from koconform.tools import fuzz
+        return fuzz.main(argv[1:])
     args = parser().parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[:1] == ["--"]:
         args.pytest_args = args.pytest_args[1:]
