@@ -11,14 +11,17 @@ A broken vector file is reported as BUG IN VECTOR, apart from implementation fai
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from . import adapter as adapters
 from .compare import compare
 from .explain import explainer
+from .isolate import DEFAULT_MEMORY, DEFAULT_TIMEOUT, AdapterFailure, Isolated
+from .model import Result
 from .vectors import Vector, VectorBug, load
 
 
@@ -26,6 +29,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("koconform")
     group.addoption("--adapter", default="reference",
                     help="implementation to run the vectors through (entry point in koconform.adapters)")
+    group.addoption("--no-isolate", action="store_true",
+                    help="call the adapter in the runner's own process (for a debugger); by default each "
+                         "call goes to a worker process with a time and memory limit, so a crash or hang "
+                         "fails that vector alone")
+    group.addoption("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="per-vector time limit for an isolated adapter (default 120)")
+    group.addoption("--memory-limit", type=int, default=None, metavar="MIB",
+                    help="address-space limit of the isolated adapter's worker, in MiB (default 8192)")
     group.addoption("--peers-report", default=None, metavar="FILE",
                     help="with a peer adapter (lld, gnu-ld): write each vector's outcome (agree, differs "
                          "with reason, cannot express) to FILE as JSON, for `koconform peers`")
@@ -63,8 +74,28 @@ _ADAPTERS: dict[str, adapters.Adapter] = {}
 
 def _adapter(name: str) -> adapters.Adapter:
     if name not in _ADAPTERS:
-        _ADAPTERS[name] = adapters.get(name)
+        try:
+            _ADAPTERS[name] = adapters.get(name)
+        except (KeyError, ImportError, AttributeError) as e:
+            raise pytest.UsageError(f"--adapter {name}: {e}") from None
     return _ADAPTERS[name]
+
+
+_ISOLATED: dict[str, Isolated] = {}
+
+
+def _isolated(config: pytest.Config, name: str, impl: adapters.Adapter) -> Isolated:
+    if name not in _ISOLATED:
+        timeout = config.getoption("timeout") or DEFAULT_TIMEOUT
+        memory = config.getoption("memory_limit")
+        _ISOLATED[name] = Isolated(impl, timeout, (memory << 20) if memory else DEFAULT_MEMORY)
+    return _ISOLATED[name]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for worker in _ISOLATED.values():
+        worker.close()
+    _ISOLATED.clear()
 
 
 class VectorItem(pytest.Item):
@@ -88,9 +119,17 @@ class VectorItem(pytest.Item):
             self.run_peer(impl, vec, request)
             return
         try:
-            actual = adapters.result_json(impl.load(request))
-        except Exception:  # the implementation under test broke: this vector fails, the run goes on
+            if self.config.getoption("no_isolate") or getattr(impl, "isolated", False):
+                answer = impl.load(request)
+                actual = adapters.result_json(answer) if isinstance(answer, (dict, Result)) else answer
+            else:
+                actual = _isolated(self.config, name, impl).load(request)
+        except AdapterFailure as e:   # crashed, hung, raised or answered garbage: this vector fails alone
+            raise VectorFailure(str(e)) from None
+        except Exception:  # noqa: BLE001 - the implementation under test broke: this vector fails, the run goes on
             raise VectorFailure(f"adapter {name} raised:\n{traceback.format_exc(limit=6)}") from None
+        if not isinstance(actual, dict):
+            raise VectorFailure(f"adapter {name} answered garbage: {str(actual)[:200]!r}")
         result = compare(vec.expect, actual, impl.produces, explainer(ko, vec.arch, vec.expect))
         if not result.ok:
             raise VectorFailure("\n".join(result.differences) + _context(vec.expect, actual, result.not_checked))
