@@ -11,6 +11,7 @@ for a one-field header change, so edits are made at the field's offset instead.)
     - {set: "relocation[.rela.text][0].type", value: 42}   # r_offset, r_addend, sym, type
     - {patch: {at: 0x10, hex: "0300"}}                      # raw, at a file offset
     - {patch: {section: .text, at: 0, hex: "90"}}           # raw, inside a section's bytes
+    - {patch: {section: .shstrtab, at: -1, hex: "41"}}      # negative: from the section's end
     - {truncate: 100}                                        # keep the first 100 bytes
     - {append: "00ff"}
 """
@@ -50,8 +51,9 @@ def _apply_one(buf: bytearray, m: dict[str, Any], cls: ElfClass) -> bytearray:
     elif "patch" in m:
         p = m["patch"]
         at = int(p["at"])
-        if "section" in p:
-            at += int(_section_header(bytes(buf), p["section"], cls)["sh_offset"])
+        if "section" in p:                 # a negative `at` counts from the section's end
+            hdr = _section_header(bytes(buf), p["section"], cls)
+            at += int(hdr["sh_offset"]) + (int(hdr["sh_size"]) if at < 0 else 0)
         raw = bytes.fromhex(p["hex"])
         if at + len(raw) > len(buf):
             raise ValueError(f"patch at {at:#x} runs past the file ({len(buf):#x} bytes)")
