@@ -17,6 +17,7 @@ import resource
 import signal
 import tempfile
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,6 @@ def _pack(request: Request) -> tuple[Request, tuple[str, str, dict[str, Any], li
     (conformance/profiles.py caches it; the worker, forked, has it too), so only what a vector
     overrides crosses the pipe: pickling the whole table per vector would cost more than loading.
     """
-    from dataclasses import replace
-
     from . import profiles
     try:
         base = profiles.default_environment(request.profile.name, request.arch).symbols
@@ -76,14 +75,22 @@ def _serve(adapter: Adapter, conn: Connection, memory: int, stderr_path: str) ->
     os.dup2(fd, 2)
     while True:
         try:
-            request, diff = conn.recv()
+            request, diff, kos = conn.recv()
         except EOFError:
             return
-        try:
-            answer = adapter.load(_unpack(request, diff))
-            conn.send(("ok", result_json(answer) if isinstance(answer, (dict, Result)) else answer))
-        except BaseException:  # noqa: BLE001 - reported to the runner as this vector's failure
-            conn.send(("raised", traceback.format_exc(limit=8)))
+        request = _unpack(request, diff)
+        if kos is None:
+            conn.send(_answer(adapter, request))
+        else:                                        # a sweep: the same request with each of these files
+            conn.send(("ok", [_answer(adapter, replace(request, ko=ko)) for ko in kos]))
+
+
+def _answer(adapter: Adapter, request: Request) -> tuple[str, Any]:
+    try:
+        answer = adapter.load(request)
+        return ("ok", result_json(answer) if isinstance(answer, (dict, Result)) else answer)
+    except BaseException:  # noqa: BLE001 - reported to the runner as this vector's failure
+        return ("raised", traceback.format_exc(limit=8))
 
 
 class Isolated:
@@ -122,11 +129,38 @@ class Isolated:
         return text[-STDERR_TAIL:].strip()
 
     def load(self, request: Request) -> dict[str, Any]:
+        return self._check(self._call(request, None))
+
+    def load_many(self, request: Request, kos: list[bytes]) -> list[dict[str, Any] | str]:
+        """The request with each file in turn, in one round trip (a sweep); a failure is its message."""
+        answers = self._call(request, kos)
+        if not isinstance(answers, list) or len(answers) != len(kos):
+            raise AdapterFailure(self._report(f"answered garbage to a sweep: {str(answers)[:200]!r}"))
+        out: list[dict[str, Any] | str] = []
+        for kind, payload in answers:
+            if kind == "raised":
+                out.append(f"adapter {self.adapter.name} raised:\n{payload}")
+            elif not isinstance(payload, dict):
+                out.append(f"adapter {self.adapter.name} answered garbage: {str(payload)[:200]!r}")
+            else:
+                out.append(payload)
+        return out
+
+    def _check(self, answer: tuple[str, Any]) -> dict[str, Any]:
+        kind, payload = answer
+        if kind == "raised":
+            raise AdapterFailure(self._report(f"raised:\n{payload}"))
+        if not isinstance(payload, dict):
+            raise AdapterFailure(self._report(f"answered garbage: {str(payload)[:200]!r}"))
+        return payload
+
+    def _call(self, request: Request, kos: list[bytes] | None) -> Any:
         if self._proc is None or not self._proc.is_alive():
             self._start()
         assert self._conn is not None and self._proc is not None
         try:
-            self._conn.send(_pack(request))
+            packed, diff = _pack(request)
+            self._conn.send((packed, diff, kos))
             if not self._conn.poll(self.timeout):
                 self._kill()
                 raise AdapterFailure(self._report(f"no answer within {self.timeout:g} s (killed)"))
@@ -137,11 +171,7 @@ class Isolated:
             code = self._proc.exitcode if self._proc is not None else None
             self._kill()
             raise AdapterFailure(self._report(_death(code))) from None
-        if kind == "raised":
-            raise AdapterFailure(self._report(f"raised:\n{payload}"))
-        if not isinstance(payload, dict):
-            raise AdapterFailure(self._report(f"answered garbage: {str(payload)[:200]!r}"))
-        return payload
+        return payload if kos is not None else (kind, payload)
 
     def _report(self, what: str) -> str:
         tail = self.stderr_tail()

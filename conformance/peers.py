@@ -118,6 +118,15 @@ class Shdrs:
 
 SHT_NOBITS = 8
 SHF_ALLOC = 2
+# Per arch, laid-out sections a linker cannot express either. arm: `.plt`/`.init.plt` are 1-byte
+# PROGBITS in the file (asm/module.lds.h) that the kernel turns into SHT_NOBITS PLT areas it
+# fills itself (module_frob_arch_sections); SHT_ARM_EXIDX unwind tables, which a linker merges
+# into one sorted index table of its own (their PREL31 words are not checked here).
+ARCH_UNEXPRESSED_NAMES = {"arm": frozenset({".plt", ".init.plt"}),
+                          "arm64": frozenset({".plt", ".init.plt", ".text.ftrace_trampoline"}),
+                          # riscv64: .plt/.got/.got.plt, 1-byte PROGBITS the kernel's frob makes its PLT/GOT areas
+                          "riscv64": frozenset({".plt", ".got", ".got.plt"})}
+ARCH_UNEXPRESSED_TYPES = {"arm": frozenset({0x70000001})}
 
 
 def renamed(ko: bytes, sh: Shdrs) -> bytes:
@@ -165,7 +174,9 @@ def link(command: list[str], arch: str, ko: bytes, given: Given, timeout: float 
             continue
         placed.append((address, i))
         # Placed (its symbols need addresses), but a linker has no bytes for it as the kernel has.
-        if sh.types[i] == SHT_NOBITS or key.split("#")[0] in NOT_LINKED:
+        if sh.types[i] == SHT_NOBITS or key.split("#")[0] in NOT_LINKED \
+                or key.split("#")[0] in ARCH_UNEXPRESSED_NAMES.get(arch, ()) \
+                or sh.types[i] in ARCH_UNEXPRESSED_TYPES.get(arch, ()):
             unexpressed.append(key)
     # Sections the kernel does not load stay in its temporary copy of the file: an allocatable
     # one goes at copy + sh_offset (where the kernel's symbols in it point), so no linker

@@ -30,6 +30,7 @@ PEER_REASONS = (
     "linker-rewrites-section",  # e.g. .eh_frame, merged strings
     "kernel-symtab-values",     # symbols in sections the kernel does not load keep copy addresses
     "linker-rejects-input",     # the linker refuses an object the kernel accepts (e.g. ident bytes)
+    "kernel-rewrites-instruction",  # the kernel rewrites an instruction a linker leaves (arm R_ARM_V4BX)
 )
 
 

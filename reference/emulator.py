@@ -62,6 +62,13 @@ class EmuArch:
     initial: dict[int, int] = field(default_factory=dict)      # other registers at each call
     exceptions: dict[int, str] = field(default_factory=dict)   # interrupt number -> name
     functions: dict[str, KernelFunction] = field(default_factory=dict)  # arch entry points
+    # Integer argument registers of a variadic kernel function (None: `args`). i386: none, all
+    # on the stack (the kernel's -mregparm=3 does not apply to variadic functions; _printk is
+    # asmlinkage as well).
+    variadic_args: tuple[int, ...] | None = None
+    # A 64-bit argument wider than a slot starts at an even argument slot (AAPCS: an even/odd
+    # register pair, an 8-byte aligned stack slot); False: the next slot (i386).
+    pair_align: bool = False
 
 
 def emu_arch(name: str) -> EmuArch | None:
@@ -180,10 +187,16 @@ class Emulator:
                  budget: int) -> None:
         self.arch, self.page, self.budget, self.word = arch, page, budget, arch.word
         self.uc = Uc(arch.uc_arch, arch.uc_mode)
+        try:        # unicorn's arm pages are 1 KiB unless set first: the TLB hook works in `page`s
+            self.uc.ctl_set_page_size(page)                 # type: ignore[attr-defined]
+        except UcError:
+            pass    # fixed where it cannot be set (x86: 4 KiB)
         self.uc.ctl_set_tlb_mode(const.UC_TLB_VIRTUAL)     # type: ignore[attr-defined]
         self.memory = AddressSpace(self.uc, page, arch.word * 8)
         self.heap = Heap(arch.heap_base, arch.heap_size)
         self.functions = {**REGISTRY, **arch.functions}
+        self.call_args = arch.args          # the argument registers of the kernel function called
+        self.pair_align = arch.pair_align
         self.symbols = symbols
         self.by_address: dict[int, list[str]] = {}
         for name, address in sorted(symbols.items()):
@@ -284,6 +297,8 @@ class Emulator:
         if fn is None:
             raise EmuFault("unimplemented-kernel-function", address,
                            f"{' = '.join(names)} is exported but not emulated")
+        variadic = self.arch.variadic_args
+        self.call_args = variadic if fn.variadic and variadic is not None else self.arch.args
         outcome = fn.impl(self, [self.arg(i) for i in range(len(fn.params))])
         if isinstance(outcome, Jump):
             return outcome.target
@@ -293,9 +308,9 @@ class Emulator:
 
     def arg(self, index: int) -> int:
         """The index-th integer argument at a function's first instruction."""
-        if index < len(self.arch.args):
-            return int(self.uc.reg_read(self.arch.args[index]))
-        slot = index - len(self.arch.args) + (1 if self.arch.link is None else 0)
+        if index < len(self.call_args):
+            return int(self.uc.reg_read(self.call_args[index]))
+        slot = index - len(self.call_args) + (1 if self.arch.link is None else 0)
         sp = self.uc.reg_read(self.arch.sp)
         return int.from_bytes(self.memory.read(sp + slot * self.word, self.word), "little")
 

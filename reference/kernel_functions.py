@@ -61,6 +61,7 @@ class Machine(Protocol):
     """What a kernel function sees of the emulated machine."""
     word: int
     heap: Heap
+    pair_align: bool                    # 64-bit arguments start at an even slot (arm AAPCS)
 
     @property
     def memory(self) -> Memory: ...
@@ -165,8 +166,13 @@ class VarArgs:
         self.m, self.index = m, first
 
     def next_int(self, size: int, signed: bool) -> int:
-        value = self.m.arg(self.index) & ((1 << size * 8) - 1)
-        self.index += 1
+        value = 0
+        if size > self.m.word and self.m.pair_align:
+            self.index += self.index & 1
+        for k in range(max(size // self.m.word, 1)):   # wider than a slot (32-bit long long): low slot first
+            value |= (self.m.arg(self.index) & ((1 << self.m.word * 8) - 1)) << (k * self.m.word * 8)
+            self.index += 1
+        value &= (1 << size * 8) - 1
         return value - (1 << size * 8) if signed and value >> (size * 8 - 1) else value
 
     def read_cstring(self, address: int, limit: int) -> bytes | None:
@@ -297,7 +303,7 @@ def kmalloc_caches(word: int) -> bytes:
     for kind in range(NR_KMALLOC_TYPES):
         for index in range(KMALLOC_SHIFT_HIGH + 1):
             value = 0 if index == 0 else FAKE_CACHE_BASE + (kind * 16 + index) * 0x100
-            out += value.to_bytes(word, "little")
+            out += (value & ((1 << 8 * word) - 1)).to_bytes(word, "little")     # 32-bit: the low word
     return bytes(out)
 
 

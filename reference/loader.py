@@ -179,7 +179,8 @@ class Load:
         if int(hdr["e_type"]) != ET_REL:
             self.klog(3, "Invalid ELF header type: %u != %u\n", int(hdr["e_type"]), ET_REL)
             raise ElfCheckError(f"e_type {int(hdr['e_type'])} is not ET_REL")
-        if int(hdr["e_machine"]) != self.arch.e_machine and int(hdr["e_machine"]) not in self.arch.also_machines:
+        if (int(hdr["e_machine"]) != self.arch.e_machine and int(hdr["e_machine"]) not in self.arch.also_machines) \
+                or (self.arch.ei_class is not None and int(hdr["e_ident"][4]) != self.arch.ei_class):
             self.klog(3, "Invalid architecture in ELF header: %u\n", int(hdr["e_machine"]))
             raise ElfCheckError(f"e_machine {int(hdr['e_machine'])} is not {self.arch.e_machine}")
         if int(hdr["e_shentsize"]) != cls.shdr.itemsize:
@@ -336,7 +337,8 @@ class Load:
         if modmagic is None:
             if not self.try_to_force_load("bad vermagic"):
                 raise ModinfoError("no vermagic", phase="layout")
-        elif not self.same_magic(modmagic, self.profile.vermagic, bool(self.index["vers"])):
+        elif not self.same_magic(modmagic, self.profile.vermagic,
+                                 bool(self.index["vers"]) and self.profile.enabled("CONFIG_MODVERSIONS")):
             self.klog(3, "%s: version magic '%s' should be '%s'\n", self.name, modmagic, self.profile.vermagic)
             raise ModinfoError(f"vermagic {modmagic!r} is not {self.profile.vermagic!r}", phase="layout")
         if self.get_modinfo("intree") is None:
@@ -393,9 +395,9 @@ class Load:
 
     def is_init_section(self, name: str) -> bool:
         """module_init_layout_section: .init*, and .exit* when modules cannot unload."""
-        if name.startswith(".init"):
+        if name.startswith(self.arch.init_prefixes):
             return True
-        return not self.profile.enabled("CONFIG_MODULE_UNLOAD") and name.startswith(".exit")
+        return not self.profile.enabled("CONFIG_MODULE_UNLOAD") and name.startswith(self.arch.exit_prefixes)
 
     def get_offset(self, size: int, i: int) -> tuple[int, int]:
         """module_get_offset: (offset, new size); layout sizes are 32-bit (unsigned int)."""
@@ -644,7 +646,8 @@ def load(request: Request) -> Result:
         return Result("rejected", errno=e.errno, phase=e.phase, log=ld.log, detail=e.detail)
     except MemoryFault as f:
         return Result("faulted", phase=phase, log=ld.log,
-                      fault=Fault(phase, f"{f.access}-outside-memory", f.address, str(f)), detail=str(f))
+                      fault=Fault(phase, getattr(f, "kind", f"{f.access}-outside-memory"), f.address, str(f)),
+                      detail=str(f))
     result = Result("loaded", layout=ld.layout_result(), regions=dict(ld.regions),
                     symbols=dict(sorted(ld.undefined.items())), sections=ld.sections_result(), log=ld.log)
     if request.run_init:

@@ -2,7 +2,7 @@
 the reference loader's stages, then run_init_and_exit. Expected texts are written by hand."""
 from __future__ import annotations
 
-from koconform.conformance.model import LogRecord, Request, Result
+from koconform.conformance.model import LogRecord, Profile, Request, Result
 from koconform.conformance.profiles import default_environment, load_profile
 from koconform.reference import init, loader
 from koconform.tools import kbuild
@@ -17,22 +17,24 @@ PRELUDE = """int _printk(const char *fmt, ...);
 STAGES = ("copy_and_check", "layout_and_allocate", "after_layout", "simplify_symbols", "apply_relocations")
 
 
-def build_and_load(body: str, init_fn: str | None = "m_init", exit_fn: str | None = "m_exit") -> loader.Load:
+def build_and_load(body: str, init_fn: str | None = "m_init", exit_fn: str | None = "m_exit",
+                   profile: Profile = PROFILE) -> loader.Load:
     text = PRELUDE + body
     if init_fn:
         text += f'int init_module(void) __attribute__((alias("{init_fn}")));\n'
     if exit_fn:
         text += f'void cleanup_module(void) __attribute__((alias("{exit_fn}")));\n'
     recipe = kbuild.Recipe.from_doc({"module": "m", "sources": [{"file": "m.c", "text": text}]})
-    ko = kbuild.build(recipe, PROFILE, ENV)
-    ld = loader.Load(Request(ko, "x86_64", PROFILE, ENV, run_init=False))
+    ko = kbuild.build(recipe, profile, ENV)
+    ld = loader.Load(Request(ko, "x86_64", profile, ENV, run_init=False))
     for stage in STAGES:
         getattr(ld, stage)()
     return ld
 
 
-def run(body: str, budget: int = 1_000_000, **entries: str | None) -> tuple[Result, loader.Load]:
-    ld = build_and_load(body, **entries)
+def run(body: str, budget: int = 1_000_000, profile: Profile = PROFILE,
+        **entries: str | None) -> tuple[Result, loader.Load]:
+    ld = build_and_load(body, profile=profile, **entries)
     result = Result("loaded", regions=dict(ld.regions), log=ld.log)
     return init.run_init_and_exit(ld, result, budget), ld
 
@@ -195,14 +197,23 @@ static void __exit m_exit(void) { }
     assert module_log(result) == [(6, "42")]
 
 
-def test_constructor_runs_before_init() -> None:
-    result, _ = run("""
+CTOR = """
 static volatile int seen;
 static __attribute__((constructor)) void ctor(void) { seen = 7; _printk("\\0016ctor\\n"); }
 static int __init m_init(void) { _printk("\\0016init %d\\n", seen); return 0; }
 static void __exit m_exit(void) { }
-""")
+"""
+
+
+def test_constructor_runs_before_init_with_constructors() -> None:
+    result, _ = run(CTOR, profile=load_profile("linux-6.1", "x86_64", {"CONFIG_CONSTRUCTORS": True}))
     assert module_log(result) == [(6, "ctor"), (6, "init 7")]
+
+
+def test_constructor_does_not_run_in_debians_kernel() -> None:
+    """CONFIG_CONSTRUCTORS is not set in Debian 12's kernels (only GCOV/KASAN select it)."""
+    result, _ = run(CTOR)
+    assert module_log(result) == [(6, "init 0")]
 
 
 def test_null_dereference_faults() -> None:

@@ -35,7 +35,7 @@ from koconform.conformance.vectors import PEER_REASONS, expectation_from_result,
 from koconform.reference import arch as arches
 from koconform.reference import loader
 
-from koconform.conformance import peers
+from koconform.conformance import peers, sweep
 
 from . import kbuild, mutate
 
@@ -138,16 +138,26 @@ def generate(path: Path, doc: dict[str, Any]) -> tuple[dict[str, Any], bytes, li
                           **{name: hex(addr) for name, (addr, _) in result.regions.items()},
                           "copy": hex(request.environment.regions["copy"])}
         out["environment"] = env
-    order = ("id", "description", "family", "arch", "profile", "recipe", "environment", "covers", "peers", "ko",
-             "sha256")
+    order = ("id", "description", "family", "arch", "profile", "recipe", "environment", "sweep", "covers", "peers",
+             "ko", "sha256")
     out = {k: out[k] for k in order if k in out}     # canonical order: stable from the first write
     notes = []
-    if undefined:
+    if "sweep" in doc:
+        out["expect"] = {"status": "sweep", "outcomes": sweep_outcomes(doc, request)}
+    elif undefined:
         out["expect"] = doc["expect"]
     else:
         out["expect"] = expectation_from_result(result)
         notes = peer_gate(doc, out, ko)
     return out, ko, notes
+
+
+def sweep_outcomes(doc: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+    """The reference's outcome for every input of a sweep, as ranges of lengths."""
+    from dataclasses import replace
+    pairs = [(n, sweep.outcome(loader.load(replace(request, ko=ko, run_init=False)).to_json()))
+             for n, ko in sweep.inputs(doc, request.ko)]
+    return sweep.compress(pairs)
 
 
 def peer_gate(doc: dict[str, Any], vector: dict[str, Any], ko: bytes) -> list[str]:
@@ -245,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="regenerate everything in memory and fail if any .ko or expectation would change")
     args = ap.parse_args(argv)
-    if args.check or args.all:
+    if (args.check or args.all) and args.paths:     # only what is under the named files and directories
+        paths = sources([q for p in args.paths for q in (sorted(p.resolve().rglob("*.family.yaml"))
+                         + vector_files(p.resolve()) if p.is_dir() else [p.resolve()])])
+    elif args.check or args.all:
         paths = all_sources()
     elif args.paths:
         paths = sources([p.resolve() for p in args.paths])

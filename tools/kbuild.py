@@ -134,7 +134,7 @@ def mod_c(recipe: Recipe, profile: Profile, env: Environment, undefined: list[st
     names = {"auto": [n for n in undefined if n in env.symbols and env.symbols[n].crc is not None]
              + ["module_layout"], "none": None}.get(recipe.versions, recipe.versions) \
         if isinstance(recipe.versions, str) else recipe.versions
-    if names is not None:
+    if names is not None and profile.enabled("CONFIG_MODVERSIONS"):   # modpost: add_versions only then
         name_len = 64 - word
         lines.append(f"struct modversion_info {{ ulong crc; char name[{name_len}]; }};")
         rows = []

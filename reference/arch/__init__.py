@@ -27,10 +27,16 @@ def _s_plus_a_minus_p(s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray
     return s + a - p
 
 
+def _page_minus_page(s: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+    page = ~np.uint64(0xFFF)
+    return ((s + a) & page) - (p & page)
+
+
 VALUE_KINDS: dict[str, ValueFn] = {
     "none": lambda s, a, p: np.zeros_like(s),
     "S+A": _s_plus_a,
     "S+A-P": _s_plus_a_minus_p,
+    "Page(S+A)-Page(P)": _page_minus_page,      # arm64 ADRP (4 KiB pages)
 }
 
 
@@ -105,6 +111,8 @@ class Arch:
     ignore_undefined: frozenset[str] = frozenset()
     # Further e_machine values the arch's elf_check_arch accepts besides e_machine (i386: EM_486).
     also_machines: frozenset[int] = frozenset()
+    # e_ident[EI_CLASS] the arch's elf_check_arch also requires (riscv: ELF_CLASS); None: not checked.
+    ei_class: int | None = None
     # Message formats of this arch's apply_relocate(_add), as the kernel prints them.
     messages: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Default profile facts of the arch: where module memory lives.
@@ -119,6 +127,10 @@ class Arch:
     # SHT_NOBITS sections the loader writes (module PLT/GOT areas): their bytes are part of the
     # result's `sections`, as for PROGBITS sections.
     written_sections: frozenset[str] = frozenset()
+    # module_init_section / module_exit_section: section name prefixes of init and exit code
+    # (arm overrides both to add its unwind tables, .ARM.extab.init* / .ARM.exidx.init* ...).
+    init_prefixes: tuple[str, ...] = (".init",)
+    exit_prefixes: tuple[str, ...] = (".exit",)
 
     def reloc_by_name(self, name: str) -> RelocType:
         for r in self.relocations.values():
