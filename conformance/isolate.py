@@ -3,7 +3,7 @@
 The implementation under test may crash the interpreter (a C extension's segfault), hang,
 exhaust memory or answer garbage. None of that may end the run: each call goes to a forked
 worker process that holds the adapter; the runner waits at most `timeout` seconds for its
-answer; the worker runs under RLIMIT_AS = `memory` bytes; its stderr goes to a file whose
+answer; the worker may map `memory` bytes more than it inherited (RLIMIT_AS); its stderr goes to a file whose
 tail is quoted in the failure. A worker that died or timed out is killed and replaced for
 the next vector. The reference and every Python adapter go through it unless the run says
 `--no-isolate` (for a debugger); adapters that are themselves out of process (a subprocess
@@ -69,8 +69,9 @@ def _unpack(request: Request, diff: tuple[str, str, dict[str, Any], list[str]] |
 def _serve(adapter: Adapter, conn: Connection, memory: int, stderr_path: str) -> None:
     """The worker: answer requests until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # ^C is for the runner; it kills us
-    if memory:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if memory:      # on top of what the fork inherited (the runner's own mappings count towards RLIMIT_AS)
+        limit = _address_space() + memory
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 2)
     while True:
@@ -91,6 +92,15 @@ def _answer(adapter: Adapter, request: Request) -> tuple[str, Any]:
         return ("ok", result_json(answer) if isinstance(answer, (dict, Result)) else answer)
     except BaseException:  # noqa: BLE001 - reported to the runner as this vector's failure
         return ("raised", traceback.format_exc(limit=8))
+
+
+def _address_space() -> int:
+    """This process's virtual size in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Isolated:
