@@ -32,14 +32,16 @@ def arch_doc(profile: str, arch: str) -> dict[str, Any]:
     return doc["arches"][arch]
 
 
-def load_profile(name: str, arch: str, overrides: dict[str, Any] | None = None) -> Profile:
+def load_profile(name: str, arch: str, overrides: dict[str, Any] | None = None,
+                 facts: dict[str, Any] | None = None) -> Profile:
+    """The profile's build for `arch`, with a vector's config option and fact overrides."""
     a = arch_doc(name, arch)
     config = dict(a["config"])
     config.update(overrides or {})
     return Profile(name=name, arch=arch, config=config, page_size=parse_int(a["page_size"]),
                    vermagic=a["vermagic"],
                    module_struct={k: parse_int(v) for k, v in a["module_struct"].items()},
-                   facts=dict(a.get("facts", {})), build=dict(a.get("build", {})))
+                   facts={**a.get("facts", {}), **(facts or {})}, build=dict(a.get("build", {})))
 
 
 @functools.cache

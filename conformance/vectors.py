@@ -74,7 +74,8 @@ class Vector:
 
     def request(self) -> Request:
         env_spec = self.doc.get("environment") or {}
-        profile = profiles.load_profile(self.doc["profile"], self.arch, env_spec.get("config"))
+        profile = profiles.load_profile(self.doc["profile"], self.arch, env_spec.get("config"),
+                                        env_spec.get("facts"))
         env = profiles.environment(self.doc["profile"], self.arch, env_spec)
         return Request(self.ko(), self.arch, profile, env, name=self.doc["ko"])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import re
 import string
 import sys
 from pathlib import Path
@@ -71,13 +72,17 @@ def dump(doc: dict[str, Any]) -> str:
 
 
 # ---- families -----------------------------------------------------------------------
-def _substitute(value: Any, params: dict[str, str]) -> Any:
+def _substitute(value: Any, params: dict[str, str], flags: dict[str, bool] | None = None) -> Any:
+    """${NAME} in every string; a value that is exactly ${NAME} of a boolean parameter becomes that boolean."""
     if isinstance(value, str):
+        whole = re.fullmatch(r"\$\{(\w+)\}", value)
+        if whole and flags and whole.group(1) in flags:
+            return flags[whole.group(1)]
         return string.Template(value).substitute(params)
     if isinstance(value, list):
-        return [_substitute(v, params) for v in value]
+        return [_substitute(v, params, flags) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, params) for k, v in value.items()}
+        return {k: _substitute(v, params, flags) for k, v in value.items()}
     return value
 
 
@@ -94,7 +99,8 @@ def expand(path: Path, doc: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]
         case_peers = params.pop("peers", None)        # per-case peer reasons, merged over the family's
         values = {k: str(v) for k, v in params.items()}
         values["case"] = case
-        vec = _substitute(copy.deepcopy(template), values)
+        flags = {k: v for k, v in params.items() if isinstance(v, bool)}
+        vec = _substitute(copy.deepcopy(template), values, flags)
         if mutations is not None:
             vec["recipe"]["mutations"] = vec["recipe"].get("mutations", []) + mutations
             params["mutations"] = mutations
@@ -111,7 +117,7 @@ def expand(path: Path, doc: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]
 def build_ko(doc: dict[str, Any]) -> tuple[bytes, Request]:
     arch = arches.get(doc["arch"])
     env_spec = doc.get("environment") or {}
-    profile = profiles.load_profile(doc["profile"], doc["arch"], env_spec.get("config"))
+    profile = profiles.load_profile(doc["profile"], doc["arch"], env_spec.get("config"), env_spec.get("facts"))
     env = profiles.environment(doc["profile"], doc["arch"], env_spec)
     recipe = kbuild.Recipe.from_doc(doc["recipe"])
     ko = kbuild.build(recipe, profile, env)
