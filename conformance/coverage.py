@@ -54,6 +54,8 @@ class Report:
     rows: dict[str, list[Row]]                 # arch -> rows in type-number order
     missing_arches: list[str]
     problems: list[str]
+    # arch -> type name -> vectors pinning that 6.1 rejects a type it does not know (edge unknown-type)
+    unknown: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
     def gaps(self) -> list[str]:
         out = [f"{a}: no reference arch table (reference/arch/{a}.py)" for a in self.missing_arches]
@@ -112,6 +114,7 @@ def build(vectors: Path = VECTORS) -> Report:
     rows = {a.name: [Row(r, accepted(r, a.name)) for _, r in sorted(a.relocations.items())]
             for a in arches.ARCHES.values()}
     problems: list[str] = []
+    unknown: dict[str, dict[str, set[str]]] = {}
     for path in sorted(vectors.rglob("*.yaml")):
         if path.name.endswith(".family.yaml"):
             continue
@@ -128,6 +131,13 @@ def build(vectors: Path = VECTORS) -> Report:
                     by_number[t].vectors.add(doc["id"])
         for claim in doc.get("covers") or []:
             row = by_name.get(claim["type"])
+            if row is None and claim.get("edge") == "unknown-type":
+                problem = _claim_problem(doc["id"], "unknown-type", doc["expect"])
+                if problem:
+                    problems.append(problem)
+                else:
+                    unknown.setdefault(arch.name, {}).setdefault(claim["type"], set()).add(doc["id"])
+                continue
             if row is None:
                 problems.append(f"{doc['id']}: covers {claim['type']}, which {arch.name} does not have")
                 continue
@@ -139,7 +149,7 @@ def build(vectors: Path = VECTORS) -> Report:
                 else:
                     row.edges[claim["edge"]].add(doc["id"])
     missing = [a for a in arches.NAMES if a not in arches.ARCHES]
-    return Report(rows, missing, problems)
+    return Report(rows, missing, problems, unknown)
 
 
 def markdown(report: Report) -> str:
@@ -168,6 +178,12 @@ def markdown(report: Report) -> str:
             count = str(len(r.vectors)) if r.vectors else "**0**"
             lines.append(f"| {t.number} | {t.name} | {r.accepted} | {check} | {count} | {edges} |")
         lines.append("")
+        unknown = report.unknown.get(arch, {})
+        if unknown:
+            lines += ["Types 6.1 has no case for on this arch (later kernels or other arches do), pinned as rejected:", "",
+                      "| type | vectors |", "|---|---|"]
+            lines += [f"| {name} | {', '.join(sorted(v))} |" for name, v in sorted(unknown.items())]
+            lines.append("")
     gaps = report.gaps()
     lines += ["## Gaps", ""] + ([f"- {g}" for g in gaps] or ["None."]) + [""]
     return "\n".join(lines)
