@@ -30,8 +30,15 @@ class Adapter:
     arches: ClassVar[frozenset[str]] = frozenset()
     produces: ClassVar[frozenset[str]] = frozenset(RESULT_FIELDS)
 
+    # Sources of the log records it produces ("kernel", "module"); only those are compared.
+    log_sources: ClassVar[frozenset[str]] = frozenset({"kernel", "module"})
+
     def load(self, request: Request) -> Result | dict[str, Any]:
         raise NotImplementedError
+
+    def not_applicable(self, expect: dict[str, Any], request: Request) -> str | None:
+        """Why a vector of a handled arch is outside what this implementation does (None: applicable)."""
+        return None
 
 
 def available() -> dict[str, Any]:
@@ -39,7 +46,11 @@ def available() -> dict[str, Any]:
 
 
 def get(name: str) -> Adapter:
-    """An installed adapter by entry-point name, or any class by import path `module:Class`."""
+    """An installed adapter by entry-point name, any class by import path `module:Class`, or a
+    program speaking the subprocess protocol (conformance/PROTOCOL.md) as `cmd:COMMAND`."""
+    if name.startswith("cmd:"):
+        from .protocol import ProtocolAdapter
+        return ProtocolAdapter(name[len("cmd:"):])
     if ":" in name:
         module, _, attr = name.partition(":")
         return getattr(importlib.import_module(module), attr)()  # type: ignore[no-any-return]

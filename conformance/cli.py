@@ -17,8 +17,14 @@
     koconform fuzz [--minutes M | --count N] [--seed S]
         Mutants of every vector's module through the reference: it must answer every one
         (loaded / rejected with errno and phase / faulted), never raise, never hang.
+    koconform matrix --adapter A [--adapter B ...] [--xfail A=FILE]
+        Several implementations over the vectors: CONFORMANCE.md (and .json, JUnit XML) per
+        implementation, arch and category.
     koconform adapters
         The implementations installed (entry points in the koconform.adapters group).
+    koconform corpus ARCH|PACKAGE.deb|DIR ... [--json FILE]
+        Every module a Debian kernel package ships (or a folder of .ko files with a System.map)
+        through check, layout, resolve and relocate, in dependency order; per module and totals.
 """
 from __future__ import annotations
 
@@ -94,7 +100,10 @@ def render(name: str, r: dict[str, Any]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     import pytest
     paths = [str(p) for p in args.paths] or [str(ROOT / "vectors")]
-    return int(pytest.main([*paths, "--adapter", args.adapter, "-p", "no:cacheprovider", *args.pytest_args]))
+    extra = [*(["--xfail-file", str(args.xfail_file)] if args.xfail_file else []),
+             *(["--xfail-write"] if args.xfail_write else []),
+             *(["--timeout", str(args.timeout)] if args.timeout else [])]
+    return int(pytest.main([*paths, "--adapter", args.adapter, "-p", "no:cacheprovider", *extra, *args.pytest_args]))
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -134,6 +143,18 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from . import matrix
+    xfail = {}
+    for spec in args.xfail or []:
+        name, _, path = spec.partition("=")
+        xfail[name] = path
+    out = args.output or ROOT
+    out.mkdir(parents=True, exist_ok=True)
+    return matrix.run(args.adapter or ["reference"], xfail, [str(p) for p in args.paths] or [str(ROOT / "vectors")],
+                      args.workers, out)
+
+
 def cmd_coverage(args: argparse.Namespace) -> int:
     from . import coverage
     return coverage.main(write=args.write, check=args.check)
@@ -162,13 +183,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default="reference", help="implementation to load with (default: reference)")
     p.add_argument("--json", action="store_true", help="print the result object (the adapter contract's JSON)")
     p.set_defaults(func=cmd_load)
-    p = sub.add_parser("run", help="run vectors through an implementation (a pytest session)")
-    p.add_argument("--adapter", default="reference")
+    p = sub.add_parser("run", help="run vectors through an implementation (a pytest session)",
+                       description="ADAPTER: an installed adapter's name (koconform adapters), module:Class, or "
+                                   "cmd:COMMAND, a program in any language speaking conformance/PROTOCOL.md "
+                                   "(JSON lines on stdin/stdout), e.g. --adapter 'cmd:./myloader --flag'.")
+    p.add_argument("--adapter", default="reference",
+                   help="reference (default), an entry-point name, module:Class, or cmd:COMMAND")
+    p.add_argument("--xfail-file", type=Path, help="expected failures (vector id and one line of reason each)")
+    p.add_argument("--xfail-write", action="store_true", help="rewrite --xfail-file from this run")
+    p.add_argument("--timeout", type=float,
+                   help="seconds per vector (default: 30 for cmd: adapters, 120 for isolated Python adapters)")
     p.add_argument("paths", nargs="*", type=Path, help="vector files or directories (default: all)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -n 2, -k pc32)")
     p.set_defaults(func=cmd_run)
     sub.add_parser("generate", help="build vectors from recipes, fill in expectations "
                    "(koconform generate --help)")
+    sub.add_parser("corpus", help="run every module of a Debian kernel package (or a .ko folder) through the "
+                   "reference (koconform corpus --help)")
     sub.add_parser("fuzz", help="mutate the vectors' modules and check the reference never crashes or hangs "
                    "(koconform fuzz --help)")
     p = sub.add_parser("peers", help="check every expected byte with ld.lld and GNU ld; write vectors/PEERS.md",
@@ -180,6 +211,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="where to write the report (default: vectors/PEERS.md)")
     p.add_argument("-n", dest="workers", type=int, default=1, help="pytest-xdist workers")
     p.set_defaults(func=cmd_peers)
+    p = sub.add_parser("matrix", help="run several implementations; write CONFORMANCE.md/.json and JUnit XML",
+                       description="Each --adapter runs over the vectors (one pytest session each, JUnit XML kept "
+                                   "beside the report); CONFORMANCE.md tables passed / failed [known] / not "
+                                   "applicable per implementation, arch and category (check, layout, resolve, "
+                                   "relocate per type, init), every failure linked to its vector.")
+    p.add_argument("--adapter", action="append", help="an adapter (repeatable; default: reference)")
+    p.add_argument("--xfail", action="append", metavar="ADAPTER=FILE", help="an adapter's expected-failure file")
+    p.add_argument("--output", type=Path, help="directory for CONFORMANCE.md/.json and junit-*.xml (default: the "
+                   "checkout's root)")
+    p.add_argument("-n", dest="workers", type=int, default=1, help="pytest-xdist workers")
+    p.add_argument("paths", nargs="*", type=Path, help="vector files or directories (default: all)")
+    p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("coverage", help="relocation types per arch and the vectors that pin them (COVERAGE.md)",
                        description="Rows from the reference's arch tables; a vector counts for a type when its "
                                    ".ko holds that type in a relocated section or it claims it under `covers`; "
@@ -201,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["fuzz"]:            # and fuzz's are tools/fuzz.py's
         from koconform.tools import fuzz
         return fuzz.main(argv[1:])
+    if argv[:1] == ["corpus"]:          # and corpus's are conformance/corpus.py's
+        from . import corpus
+        return corpus.main(argv[1:])
     args = parser().parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[:1] == ["--"]:
         args.pytest_args = args.pytest_args[1:]

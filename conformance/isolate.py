@@ -26,7 +26,10 @@ from .adapter import Adapter, result_json
 from .model import Request, Result
 
 DEFAULT_TIMEOUT = 120.0
-DEFAULT_MEMORY = 8 << 30
+DEFAULT_MEMORY = 32 << 30    # address space, not RSS: unicorn engines reserve GiBs they never touch
+# A worker is replaced after this many vectors, so what an implementation leaks (a unicorn engine per
+# load that nothing frees: qiling) cannot add up to the memory limit over a whole run.
+CALLS_PER_WORKER = 25
 STDERR_TAIL = 4000
 
 
@@ -110,6 +113,7 @@ class Isolated:
         self.adapter, self.timeout, self.memory = adapter, timeout, memory
         self._ctx = multiprocessing.get_context("fork")
         self._proc: Any = None
+        self._calls = 0
         self._conn: Connection | None = None
         self._stderr = Path(tempfile.mkstemp(prefix=f"koconform-{adapter.name}-", suffix=".stderr")[1])
 
@@ -165,8 +169,12 @@ class Isolated:
         return payload
 
     def _call(self, request: Request, kos: list[bytes] | None) -> Any:
+        if self._proc is not None and self._calls >= CALLS_PER_WORKER:
+            self._kill()
         if self._proc is None or not self._proc.is_alive():
             self._start()
+            self._calls = 0
+        self._calls += 1
         assert self._conn is not None and self._proc is not None
         try:
             packed, diff = _pack(request)

@@ -11,7 +11,9 @@ module's memory is a MemoryFault; both become a Result, never a Python exception
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from koconform.conformance.model import Fault, LogRecord, Placement, Request, Result
@@ -25,7 +27,7 @@ from .elf import (ELFMAG, ET_REL, SHF_ALLOC, SHF_EXECINSTR, SHF_RELA_LIVEPATCH,
 from .errors import (ElfCheckError, LayoutError, LoadError, ModinfoError, RelocationError,
                      SymbolError)
 from .memory import COPY_BASE, Memory, MemoryFault
-from .relocate import apply_section
+from .relocate import apply_sections
 
 MODULE_SIG_STRING = b"~Module signature appended~\n"
 NO_NAME = "(missing .modinfo section or name field)"
@@ -54,6 +56,8 @@ class Taints:
 
 class Load:
     """One module's way through load_module (the kernel's struct load_info and more)."""
+    names: list[str]                            # section names, once elf_validity_check has read them
+    versions_held: dict[bytes, int] | None      # __versions, while simplify_symbols resolves
 
     def __init__(self, request: Request):
         self.req = request
@@ -99,6 +103,9 @@ class Load:
 
     # ---- small readers -------------------------------------------------------------
     def secname(self, i: int) -> str:
+        names = self.__dict__.get("names")
+        if names is not None:               # decoded once, when the headers were checked
+            return names[i]
         shstr = self.sechdrs[self.ehdr_shstrndx]
         off = int(shstr["sh_offset"]) + int(self.sechdrs[i]["sh_name"])
         return cstring(self.buf, off).decode("latin-1")
@@ -109,10 +116,8 @@ class Load:
 
     def find_sec(self, name: str) -> int:
         """First SHF_ALLOC section with that name, as find_sec (0: none)."""
-        for i in range(1, self.shnum):
-            if int(self.sechdrs[i]["sh_flags"]) & SHF_ALLOC and self.secname(i) == name:
-                return i
-        return 0
+        alloc = np.flatnonzero(self.sechdrs["sh_flags"][1:self.shnum] & SHF_ALLOC) + 1
+        return next((int(i) for i in alloc if self.secname(int(i)) == name), 0)
 
     def get_modinfo(self, tag: str) -> str | None:
         """get_modinfo: the value of `tag=` in .modinfo, read from the file (sh_offset)."""
@@ -217,7 +222,9 @@ class Load:
         for i in range(1, shnum):
             self.check_section(i)
         names = [self.secname(i) for i in range(shnum)]
-        self.name_counts = {n: names.count(n) for n in set(names)}
+        self.name_counts = dict(Counter(names))
+        # Nothing writes a section's sh_name or the file's name table after this check.
+        self.names: list[str] = names
 
     def section_in_file(self, shdr: np.void) -> bool:
         """validate_section_offset: sh_offset + sh_size neither wraps nor passes the end."""
@@ -293,20 +300,33 @@ class Load:
             return True
         if not self.index["vers"]:
             return self.try_to_force_load(symname)
+        found = self.modversions().get(symname.encode())
+        if found is None:
+            self.warn_once("no-symbol-version", 4, "%s: no symbol version for %s\n", self.name, symname)
+            return True
+        if found == crc:
+            return True
+        self.klog(4, "%s: disagrees about version of symbol %s\n", self.name, symname)
+        return False
+
+    def modversions(self) -> dict[bytes, int]:
+        """__versions as name -> crc of the first entry with that name (check_version's loop stops
+        at the first match). Read from memory on every call, except while simplify_symbols
+        resolves: it writes nothing until every symbol is resolved, so the table is read once."""
+        held = self.__dict__.get("versions_held")
+        if held is not None:
+            return held
         vers = self.sechdrs[self.index["vers"]]
         entry = 64                                    # sizeof(struct modversion_info)
         data = self.memory.read(int(vers["sh_addr"]), int(vers["sh_size"]) // entry * entry)
         word = self.cls.bits // 8
+        table: dict[bytes, int] = {}
         for k in range(len(data) // entry):
             rec = data[k * entry:(k + 1) * entry]
-            if cstring(rec, word) != symname.encode():
-                continue
-            if int.from_bytes(rec[:word], "little") == crc:
-                return True
-            self.klog(4, "%s: disagrees about version of symbol %s\n", self.name, symname)
-            return False
-        self.warn_once("no-symbol-version", 4, "%s: no symbol version for %s\n", self.name, symname)
-        return True
+            table.setdefault(cstring(rec, word), int.from_bytes(rec[:word], "little"))
+        if "versions_held" in self.__dict__:
+            self.versions_held = table
+        return table
 
     def try_to_force_load(self, reason: str) -> bool:
         if not self.profile.enabled("CONFIG_MODULE_FORCE_LOAD"):
@@ -434,7 +454,7 @@ class Load:
         syms = read_table(self.buf, int(symsec["sh_offset"]), int(symsec["sh_size"]) // self.cls.sym.itemsize,
                           self.cls.sym)
         core = self.core_symbols(syms)
-        strtab_size = sum(len(self.symname(int(syms["st_name"][k]))) + 1 for k in np.flatnonzero(core))
+        strtab_size = int(self.symname_lengths(syms["st_name"][core]).sum()) + int(core.sum())
         ndst = int(core.sum())
         symoffs = align_u32(sizes["core"], int(symsec["sh_addralign"]) or 1)
         size = symoffs + ndst * self.cls.sym.itemsize + strtab_size + ndst
@@ -454,7 +474,9 @@ class Load:
         keep = (shndx != SHN_UNDEF) & (shndx < self.shnum) & (syms["st_name"] != 0)
         valid = np.where(keep, shndx, 0)
         sflags = self.sechdrs["sh_flags"].astype(np.uint64)[valid]
-        in_init = np.array([self.placed.get(int(s), ("", 0))[0] == "init" for s in valid], dtype=bool)
+        init_sections = np.zeros(self.shnum, dtype=bool)
+        init_sections[[i for i, (region, _) in self.placed.items() if region == "init"]] = True
+        in_init = init_sections[valid]
         sec_ok = ((sflags & np.uint64(SHF_ALLOC)) != 0) & ~in_init
         if not self.profile.enabled("CONFIG_KALLSYMS_ALL"):
             sec_ok &= (sflags & np.uint64(SHF_EXECINSTR)) != 0
@@ -469,9 +491,30 @@ class Load:
     def symname(self, st_name: int) -> bytes:
         return cstring(self.buf, self.strtab_off + st_name)
 
+    def symname_lengths(self, st_names: np.ndarray) -> np.ndarray:
+        """len(symname(n)) for every n at once: the distance to the next NUL of the string table;
+        a name that runs past the table's end (or starts outside it) is measured one by one."""
+        strsec = self.sechdrs[self.index["str"]]
+        start = self.strtab_off
+        end = min(start + int(strsec["sh_size"]), len(self.buf))
+        table = np.frombuffer(self.buf, dtype=np.uint8, count=max(end - start, 0), offset=start) \
+            if end > start else np.zeros(0, dtype=np.uint8)
+        nuls = np.flatnonzero(table == 0)
+        offs = st_names.astype(np.int64)
+        nxt = np.searchsorted(nuls, offs)
+        inside = (offs < len(table)) & (nxt < len(nuls))
+        lengths = np.zeros(len(offs), dtype=np.int64)
+        lengths[inside] = nuls[nxt[inside]] - offs[inside]
+        for k in np.flatnonzero(~inside):
+            lengths[k] = len(self.symname(int(offs[k])))
+        return lengths
+
     def move_module(self, sizes: dict[str, int]) -> None:
         page = self.profile.page_size
         room = self.arch.modules_end - self.arch.modules_vaddr
+        fallback = self.arch.module_alloc_fallback
+        if fallback is not None and self.profile.enabled(fallback[0]):
+            room = max(room, fallback[1])
         for region in ("core", "init"):
             size = sizes[region]
             if region == "init" and size == 0:
@@ -512,7 +555,6 @@ class Load:
     def simplify_symbols(self) -> None:
         addr, count = self.symtab()
         syms = self.memory.table(addr, count, self.cls.sym)
-        err: LoadError | None = None
         values = syms["st_value"].astype(np.uint64)
         shndx = syms["st_shndx"].astype(np.int64)
         # Defined symbols in real sections: one vector add over the whole table.
@@ -525,8 +567,22 @@ class Load:
             bases[ordinary & (shndx == pcpu)] = np.uint64(self.env.regions.get("percpu", 0))
         values = (values + bases) & np.uint64(self.cls.addr_mask)
         special = np.flatnonzero(~ordinary)
-        for k in special[special > 0]:
-            k = int(k)
+        self.versions_held = None           # __versions is read once for the whole loop
+        try:
+            err = self.resolve_special(syms, values, shndx, special[special > 0].tolist())
+        finally:
+            del self.versions_held
+        out = syms.copy()
+        out["st_value"] = values.astype(out["st_value"].dtype)
+        self.memory.write(addr, out.tobytes())
+        if err is not None:
+            raise err
+
+    def resolve_special(self, syms: np.ndarray, values: np.ndarray, shndx: np.ndarray,
+                        special: list[int]) -> LoadError | None:
+        """simplify_symbols' switch for the symbols not in an ordinary section (the last error wins)."""
+        err: LoadError | None = None
+        for k in special:
             sh = int(shndx[k])
             name = self.symname(int(syms["st_name"][k])).decode("latin-1")
             if sh == SHN_COMMON:
@@ -549,11 +605,7 @@ class Load:
                 self.klog(3, "%s: Symbol %s has an invalid section index %u (max %u)\n",
                           self.modname, name, sh, self.shnum - 1)
                 err = SymbolError(f"{name}: st_shndx {sh:#x} is not a section (e_shnum {self.shnum})")
-        out = syms.copy()
-        out["st_value"] = values.astype(out["st_value"].dtype)
-        self.memory.write(addr, out.tobytes())
-        if err is not None:
-            raise err
+        return err
 
     def resolve_symbol(self, name: str, weak: bool) -> int | LoadError | None:
         ksym = self.env.symbols.get(name)
@@ -582,24 +634,36 @@ class Load:
 
     # ---- apply_relocations ---------------------------------------------------------
     def apply_relocations(self) -> None:
+        # The generic path's sections are applied together (apply_sections: as if one by one), up
+        # to the next section an arch hook applies or the loop rejects; headers are read as lists,
+        # again after each hook (which may change them).
+        batch: list[tuple[int, int, int, int]] = []
+        cols: list[list[int]] | None = None
         for i in range(1, self.shnum):
-            shdr = self.sechdrs[i]
-            infosec = int(shdr["sh_info"])
-            if infosec >= self.shnum or not int(self.sechdrs[infosec]["sh_flags"]) & SHF_ALLOC:
+            if cols is None:
+                cols = [self.sechdrs[f].tolist() for f in ("sh_info", "sh_flags", "sh_type", "sh_addr", "sh_size")]
+            info, flags, types, addrs, sizes = cols
+            infosec = info[i]
+            if infosec >= self.shnum or not flags[infosec] & SHF_ALLOC:
                 continue
-            sh_type = int(shdr["sh_type"])
-            if int(shdr["sh_flags"]) & SHF_RELA_LIVEPATCH:
+            sh_type = types[i]
+            if flags[i] & SHF_RELA_LIVEPATCH:
                 continue            # klp_apply_section_relocs: livepatch modules only
             if sh_type not in (SHT_REL, SHT_RELA):
                 continue
             if (sh_type == SHT_RELA) != self.arch.rela:
+                apply_sections(self, batch)
                 self.klog(3, "module %s: REL relocation unsupported\n", self.modname)
                 raise RelocationError(f"section {i}: {'RELA' if sh_type == SHT_RELA else 'REL'} "
                                       f"relocations are not supported on {self.arch.name}")
             if self.arch.apply is not None:
+                apply_sections(self, batch)
+                batch = []
                 self.arch.apply(self, i, infosec)
+                cols = None
             else:
-                apply_section(self, i, int(shdr["sh_addr"]), int(shdr["sh_size"]), infosec)
+                batch.append((i, addrs[i], sizes[i], infosec))
+        apply_sections(self, batch)
 
     # ---- results -------------------------------------------------------------------
     def layout_result(self) -> dict[str, Placement]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .arch import Arch, RelocType
 from .errors import RelocationError
-from .memory import Memory, MemoryFault
+from .memory import Area, Memory, MemoryFault
 
 OK, UNKNOWN, NONZERO, OVERFLOW = 0, 1, 2, 3
 
@@ -55,97 +55,210 @@ def apply_section(ctx: RelocContext, relsec: int, rel_addr: int, rel_size: int, 
     e = read_entries(ctx, rel_addr, rel_size)
     if len(e.offset) == 0:
         return
-    if not _bulk(ctx, e, relsec, target):
+    if not _bulk(ctx, [(relsec, target, e)]):
         _one_by_one(ctx, e, relsec, target)
 
 
+def apply_sections(ctx: RelocContext, sections: list[tuple[int, int, int, int]]) -> None:
+    """apply_section over consecutive relocation sections (relsec, rel_addr, rel_size, target), in
+    that order, as one bulk pass when no section can see what another writes: their written places
+    pairwise disjoint and clear of the symbol table and of the relocation tables that later sections
+    read. Then only the first failure depends on the order, and one pass that writes every entry
+    before the first failing one (in section order) is what the kernel's section-by-section loop
+    does. Otherwise each section goes through apply_section in turn."""
+    read: list[tuple[int, int, Entries]] = []
+    tables: list[tuple[int, int]] = []
+    for k, (relsec, rel_addr, rel_size, target) in enumerate(sections):
+        try:
+            e = read_entries(ctx, rel_addr, rel_size)
+        except MemoryFault:
+            apply_sections(ctx, sections[:k])       # the kernel reads this table after applying those
+            raise
+        if len(e.offset):
+            read.append((relsec, target, e))
+            dtype = ctx.arch.elf.rela if ctx.arch.rela else ctx.arch.elf.rel
+            tables.append((rel_addr, len(e.offset) * dtype.itemsize))
+    if len(read) > 1 and _bulk(ctx, read, tables):
+        return
+    for relsec, rel_addr, rel_size, target in sections:
+        apply_section(ctx, relsec, rel_addr, rel_size, target)
+
+
 # ---- bulk ---------------------------------------------------------------------------
-def _bulk(ctx: RelocContext, e: Entries, relsec: int, target: int) -> bool:
+def _kinds(arch: Arch, rtype: np.ndarray) -> tuple[list[RelocType], np.ndarray, np.ndarray]:
+    """(the arch's types in table order, each entry's index in it or -1, each entry's size or 0)."""
+    table = list(arch.relocations.values())
+    numbers = np.array([r.number for r in table], dtype=np.uint64)
+    order = np.argsort(numbers, kind="stable")
+    known = numbers[order]          # a number listed twice: the later entry wins, as it always has
+    at = np.maximum(np.searchsorted(known, rtype, side="right") - 1, 0)
+    hit = known[at] == rtype if len(known) else np.zeros(len(rtype), dtype=bool)
+    kinds = np.where(hit, order[at] if len(known) else 0, -1).astype(np.int64)
+    sizes = np.array([r.size for r in table] + [0], dtype=np.int64)[kinds]     # kinds -1: the 0 at the end
+    return table, kinds, sizes
+
+
+def _bulk(ctx: RelocContext, items: list[tuple[int, int, Entries]],
+          tables: list[tuple[int, int]] | None = None) -> bool:
+    """items: (relsec, target, entries) of one section, or of consecutive sections with `tables`,
+    the (address, bytes) their entries were read from. False: the slow path decides."""
     arch, mem = ctx.arch, ctx.memory
     mask = np.uint64(arch.elf.addr_mask)
     sym_addr, nsym = ctx.symtab()
-    if int(e.rsym.max()) >= nsym:
+    if max(int(e.rsym.max()) for _, _, e in items) >= nsym:
         return False
-    try:
-        symtab = mem.table(sym_addr, nsym, arch.elf.sym)
+    sym_size = arch.elf.sym.itemsize
+    try:                            # the whole symbol table in one area, as a table read needs
+        sym_area, sym_off = mem.locate(sym_addr, nsym * sym_size)
     except MemoryFault:
         return False
-    base = ctx.section_addr(target)
-    p = (np.uint64(base) + e.offset) & mask
-    sizes = np.zeros(len(p), dtype=np.int64)
-    kinds = np.full(len(p), -1, dtype=np.int64)
-    table = list(arch.relocations.values())
-    for k, r in enumerate(table):
-        sel = e.rtype == np.uint64(r.number)
-        kinds[sel] = k
-        sizes[sel] = r.size
-    # The place of every written entry must lie in one area, and entries must not overlap
-    # each other or the symbol table: otherwise order matters and the slow path decides.
+    one = len(items) == 1
+    entries = [e for _, _, e in items]
+    bounds = np.cumsum([0] + [len(e.offset) for e in entries])
+    rtype = entries[0].rtype if one else np.concatenate([e.rtype for e in entries])
+    table, kinds, sizes = _kinds(arch, rtype)
+    n = len(kinds)
+    nums = np.diff(bounds)
+    bases = [ctx.section_addr(target) for _, target, _ in items]
+    offsets = entries[0].offset if one else np.concatenate([e.offset for e in entries])
+    p = (np.repeat(np.array(bases, dtype=np.uint64), nums) + offsets) & mask
+    # The place of every written entry must lie in the area where its target starts, and
+    # written places must not overlap each other or the symbol table (nor, across sections,
+    # a relocation table a later section reads): otherwise order matters and the slow path decides.
     written = sizes > 0
-    off = np.zeros(len(p), dtype=np.int64)
-    data = np.zeros(0, dtype=np.uint8)
-    if written.any():
+    item = np.repeat(np.arange(len(items)), nums)              # each entry's section
+    areas: list[Area] = []
+    area_of_item = np.full(len(items) + 1, -1, dtype=np.int64)
+    for j in np.flatnonzero(np.bincount(item[written], minlength=len(items))).tolist():
         try:
-            area, _ = mem.locate(base, 1)
+            area, _ = mem.locate(bases[j], 1)
         except MemoryFault:
             return False
-        data = area.data
-        inside = (p >= np.uint64(area.base)) & (p - np.uint64(area.base) <= np.uint64(len(data)))
+        a = next((k for k, known in enumerate(areas) if known is area), len(areas))
+        if a == len(areas):
+            areas.append(area)
+        area_of_item[j] = a
+    area_of = area_of_item[item]
+    where = np.where(written, area_of, -1)          # index in `areas` of each written entry
+    off = np.zeros(n, dtype=np.int64)
+    if areas:
+        abase = np.array([a.base for a in areas] + [0], dtype=np.uint64)[area_of]
+        alen = np.array([len(a.data) for a in areas] + [0], dtype=np.uint64)[area_of]
+        inside = (p >= abase) & (p - abase <= alen)
         if not inside[written].all():
             return False
-        off = np.where(inside, p - np.uint64(area.base), 0).astype(np.int64)
-        w_off, w_size = off[written], sizes[written]
-        if (w_off + w_size > len(data)).any():
+        off = np.where(inside & (area_of >= 0), p - abase, 0).astype(np.int64)
+        w = np.flatnonzero(written)
+        w_off, w_end, w_area = off[w], off[w] + sizes[w], where[w]
+        if (w_end > alen[w].astype(np.int64)).any():
             return False
-        order = np.argsort(w_off, kind="stable")
-        starts, ends = w_off[order], w_off[order] + w_size[order]
-        if len(starts) > 1 and (starts[1:] < ends[:-1]).any():
+        order = np.lexsort((w_off, w_area))
+        so, se, sa_ = w_off[order], w_end[order], w_area[order]
+        if ((sa_[1:] == sa_[:-1]) & (so[1:] < se[:-1])).any():
             return False
-        sym_lo = sym_addr - area.base
-        sym_hi = sym_lo + nsym * arch.elf.sym.itemsize
-        if ((starts < sym_hi) & (ends > sym_lo)).any():
-            return False
-    s = symtab["st_value"].astype(np.uint64)[e.rsym.astype(np.int64)]
-    val = np.zeros(len(p), dtype=np.uint64)
-    old = _gather(data, off, sizes)
+        for a, area in enumerate(areas):
+            sym_lo = sym_addr - area.base
+            sym_hi = sym_lo + nsym * sym_size
+            lo_c, hi_c = max(min(sym_lo, 1 << 62), -1), max(min(sym_hi, 1 << 62), -1)
+            if ((w_area == a) & (w_off < hi_c) & (w_end > lo_c)).any():
+                return False
+        for j, (address, size) in enumerate(tables or []):
+            if j == 0 or size == 0:
+                continue
+            try:
+                t_area, t_lo = mem.locate(address, size)
+            except MemoryFault:
+                return False
+            a = next((k for k, known in enumerate(areas) if known is t_area), -1)
+            if a >= 0 and ((w_area == a) & (item[w] < j) & (w_off < t_lo + size) & (w_end > t_lo)).any():
+                return False
+    # st_value of each entry's symbol, read from the symbol table where it lies.
+    rsym = entries[0].rsym if one else np.concatenate([e.rsym for e in entries])
+    symtab = sym_area.data[sym_off:sym_off + nsym * sym_size].view(arch.elf.sym)
+    s = symtab["st_value"][rsym.astype(np.int64)].astype(np.uint64)
+    val = np.zeros(n, dtype=np.uint64)
+    present = np.flatnonzero(np.bincount(kinds + 1, minlength=len(table) + 1)[1:])
+    widths = tuple(sorted({table[k].size for k in present} & {1, 2, 4, 8}))
+    old = np.zeros(n, dtype=np.uint64)
+    for a, area in enumerate(areas):
+        at = np.flatnonzero(where == a)
+        old[at] = _gather(area.data, off[at], sizes[at], widths)
     if not arch.rela:               # REL: the addend is the value already at the place
-        e.addend = old.copy()
-    sa = s + e.addend
+        for j, e in enumerate(entries):
+            e.addend = old[bounds[j]:bounds[j + 1]].copy()
+    addend = entries[0].addend if one else np.concatenate([e.addend for e in entries])
+    sa = s + addend
     fail = np.where(kinds < 0, UNKNOWN, OK)
-    for k, r in enumerate(table):
-        sel = kinds == k
-        if not sel.any():
-            continue
-        val[sel] = r.compute(s[sel], e.addend[sel], p[sel]) & mask
+    # Each type's entries as one block (a stable sort by type), its values and failures computed
+    # on the block; unknown types (-1) sort first and keep UNKNOWN.
+    counts = np.bincount(kinds + 1, minlength=len(table) + 1)
+    whole = len(present) == 1 and counts[0] == 0
+    perm = None if whole else np.argsort(kinds, kind="stable")
+    ks, ka, kp, kold = (s, addend, p, old) if perm is None else (s[perm], addend[perm], p[perm], old[perm])
+    kval = val if perm is None else np.zeros(n, dtype=np.uint64)
+    kfail = fail if perm is None else fail[perm]
+    cum = np.concatenate(([0], np.cumsum(counts)))
+    for k in present.tolist():      # the types present, in table order
+        r = table[k]
+        lo, hi = int(cum[k + 1]), int(cum[k + 2])
+        v = kval[lo:hi] = r.compute(ks[lo:hi], ka[lo:hi], kp[lo:hi]) & mask
+        f = kfail[lo:hi]
         if r.zero_target:
-            fail[sel & (old != 0) & (fail == OK)] = NONZERO
+            f[(kold[lo:hi] != 0) & (f == OK)] = NONZERO
         if r.check is not None:
-            fail[sel & ~r.check.fits(val) & (fail == OK)] = OVERFLOW
+            f[~r.check.fits(v) & (f == OK)] = OVERFLOW
+    if perm is not None:
+        val[perm] = kval
+        fail[perm] = kfail
     bad = np.flatnonzero(fail)
-    first = int(bad[0]) if len(bad) else len(p)
-    upto = first + 1 if first < len(p) and fail[first] == OVERFLOW else first
-    _scatter(data, off[:upto], sizes[:upto], val[:upto])
-    if first < len(p):
+    first = int(bad[0]) if len(bad) else n
+    upto = first + 1 if first < n and fail[first] == OVERFLOW else first
+    for a, area in enumerate(areas):
+        at = np.flatnonzero(where[:upto] == a)
+        _scatter(area.data, off[at], sizes[at], val[at], widths)
+    if first < n:
+        j = int(np.searchsorted(bounds, first, side="right")) - 1
+        relsec, target, e = items[j]
         failed = table[kinds[first]] if kinds[first] >= 0 else None
-        _fail(ctx, e, first, int(fail[first]), failed, int(p[first]), int(sa[first] & mask), int(val[first]), relsec, target)
+        _fail(ctx, e, first - int(bounds[j]), int(fail[first]), failed, int(p[first]), int(sa[first] & mask),
+              int(val[first]), relsec, target)
     return True
 
 
-def _gather(data: np.ndarray, off: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Little-endian value of `sizes[i]` bytes at `off[i]` (0 where size is 0)."""
+def _gather(data: np.ndarray, off: np.ndarray, sizes: np.ndarray,
+            widths: tuple[int, ...] = (1, 2, 4, 8)) -> np.ndarray:
+    """Little-endian value of `sizes[i]` bytes at `off[i]` (0 where size is 0); `widths`: the
+    sizes that occur among 1, 2, 4 and 8 (others are neither read nor written)."""
     out = np.zeros(len(off), dtype=np.uint64)
-    for size in (1, 2, 4, 8):
+    for size in widths:
         sel = np.flatnonzero(sizes == size)
         if len(sel):
+            window = _window(data, size)
+            if window is not None:
+                out[sel] = window[off[sel]]
+                continue
             idx = off[sel][:, None] + np.arange(size)
             out[sel] = data[idx].copy().view(f"<u{size}").reshape(-1).astype(np.uint64)
     return out
 
 
-def _scatter(data: np.ndarray, off: np.ndarray, sizes: np.ndarray, val: np.ndarray) -> None:
-    for size in (1, 2, 4, 8):
+def _window(data: np.ndarray, size: int) -> np.ndarray | None:
+    """data as overlapping little-endian `size`-byte words, one starting at every byte (a view:
+    reading or writing word i is reading or writing data[i:i + size])."""
+    if not data.flags.c_contiguous or data.dtype != np.uint8 or len(data) < size:
+        return None
+    return np.ndarray(shape=(len(data) - size + 1,), dtype=f"<u{size}", buffer=data, strides=(1,))
+
+
+def _scatter(data: np.ndarray, off: np.ndarray, sizes: np.ndarray, val: np.ndarray,
+             widths: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+    for size in widths:
         sel = np.flatnonzero(sizes == size)
         if len(sel):
+            window = _window(data, size)
+            if window is not None:
+                window[off[sel]] = val[sel].astype(f"<u{size}")
+                continue
             idx = off[sel][:, None] + np.arange(size)
             data[idx] = val[sel].astype(f"<u{size}").view(np.uint8).reshape(-1, size)
 

@@ -60,7 +60,7 @@ class EatsMemory(_Misbehaves):
     name = "eats-memory"
 
     def misbehave(self) -> Any:
-        return bytearray(16 << 30)          # 16 GiB: over the worker's limit
+        return bytearray(64 << 30)          # 64 GiB: over the worker's limit
 
 
 class Babbles(_Misbehaves):

@@ -93,6 +93,8 @@ def _write(buf: bytearray, at: int, size: int, value: int) -> None:
 
 
 def mutate_bytes(rng: random.Random, ko: bytes, is64: bool) -> tuple[bytes, str]:
+    if not ko:                                      # an earlier step truncated it to nothing
+        return mutate_length(rng, ko, is64)
     buf = bytearray(ko)
     shoff, shentsize, shnum = _headers(ko, is64)
     where = rng.random()
@@ -184,32 +186,36 @@ def _lief_edit(rng: random.Random, ko: bytes) -> tuple[bytes, str] | None:
     if choice == 0 and sections:
         s = rng.choice(sections)
         s.alignment = rng.choice((0, 1, 3, 0x1000, 0x100000, 1 << 31))
-        what = f"lief: {s.name}.alignment = {s.alignment:#x}"
+        what = f"lief: {_text(s.name)}.alignment = {s.alignment:#x}"
     elif choice == 1 and sections:
         s = rng.choice(sections)
         s.flags = rng.choice((0, 2, 3, 6, 7, 0xFFFFFFFF))
-        what = f"lief: {s.name}.flags = {s.flags:#x}"
+        what = f"lief: {_text(s.name)}.flags = {s.flags:#x}"
     elif choice == 2 and sections:
         s = rng.choice(sections)
         s.type = lief.ELF.Section.TYPE(rng.choice((0, 1, 2, 3, 4, 8, 9, 11)))
-        what = f"lief: {s.name}.type = {s.type}"
+        what = f"lief: {_text(s.name)}.type = {s.type}"
     elif choice == 3 and len(binary.symtab_symbols):
         sym = rng.choice(list(binary.symtab_symbols))
         sym.shndx = rng.choice((0, 0xFFF1, 0xFFF2, 0xFF00, 0xFFFF, len(sections) + 3))
-        what = f"lief: symbol {sym.name}.shndx = {sym.shndx:#x}"
+        what = f"lief: symbol {_text(sym.name)}.shndx = {sym.shndx:#x}"
     elif choice == 4 and len(binary.symtab_symbols):
         sym = rng.choice(list(binary.symtab_symbols))
         sym.value = rng.choice(BOUNDARY)
-        what = f"lief: symbol {sym.name}.value = {sym.value:#x}"
+        what = f"lief: symbol {_text(sym.name)}.value = {sym.value:#x}"
     elif sections:
         s = rng.choice(sections)
         binary.remove(s, clear=False)
-        what = f"lief: remove section {s.name}"
+        what = f"lief: remove section {_text(s.name)}"
     try:
         out = bytes(binary.write_to_bytes()) if hasattr(binary, "write_to_bytes") else _lief_bytes(binary)
     except Exception:  # noqa: BLE001 - lief refusing to rebuild is not the loader's problem
         return None
     return out, what or "lief: rebuilt unchanged"
+
+
+def _text(name: Any) -> str:
+    return name.decode("latin-1") if isinstance(name, bytes) else str(name)
 
 
 def _lief_bytes(binary: Any) -> bytes:
@@ -220,7 +226,7 @@ def _lief_bytes(binary: Any) -> bytes:
 
 
 def mutate_length(rng: random.Random, ko: bytes, is64: bool) -> tuple[bytes, str]:
-    if rng.random() < 0.7:
+    if ko and rng.random() < 0.7:
         n = rng.randrange(0, len(ko))
         return ko[:n], f"truncate to {n:#x}"
     extra = bytes(rng.randrange(256) for _ in range(rng.choice((1, 7, 64, 4096))))

@@ -131,6 +131,9 @@ class Arch:
     # (arm overrides both to add its unwind tables, .ARM.extab.init* / .ARM.exidx.init* ...).
     init_prefixes: tuple[str, ...] = (".init",)
     exit_prefixes: tuple[str, ...] = (".exit",)
+    # module_alloc's second range when the module area is too small: (CONFIG option, its size in
+    # bytes). arm with ARM_MODULE_PLTS falls back to the whole vmalloc area.
+    module_alloc_fallback: tuple[str, int] | None = None
 
     def reloc_by_name(self, name: str) -> RelocType:
         for r in self.relocations.values():
