@@ -14,6 +14,7 @@ relocate; a compiled-out or unknown type is rejected).
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,23 @@ class Row:
         return ()
 
 
+def rejection_key(doc: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(phase, errno, the kernel's last line before refusing, with the module's name, numbers and
+    quoted names replaced by placeholders) for a rejected vector; None for others."""
+    e = doc["expect"]
+    if e.get("status") != "rejected":
+        return None
+    lines = [entry["kernel"] for entry in e.get("log") or [] if "kernel" in entry]
+    last = lines[-1] if lines else "(no line)"
+    name = (doc.get("recipe") or {}).get("module", "")
+    if name:
+        last = last.replace(f"{name}: ", "MOD: ").replace(f"module {name}:", "module MOD:")
+    last = re.sub(r"'[^']*'", "'…'", last)
+    last = re.sub(r"\b(0x)?[0-9a-f]{6,}\b|\b\d+\b", "N", last)
+    last = re.sub(r"(Unknown symbol|symbol|version of symbol|for|symbol \() [A-Za-z_][\w.]*", r"\1 SYM", last)
+    return (str(e.get("phase")), str(e.get("errno")), last)
+
+
 @dataclass
 class Report:
     rows: dict[str, list[Row]]                 # arch -> rows in type-number order
@@ -56,6 +74,8 @@ class Report:
     problems: list[str]
     # arch -> type name -> vectors pinning that 6.1 rejects a type it does not know (edge unknown-type)
     unknown: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    # arch -> (phase, errno, kernel line) -> vectors rejected that way
+    rejections: dict[str, dict[tuple[str, str, str], set[str]]] = field(default_factory=dict)
 
     def gaps(self) -> list[str]:
         out = [f"{a}: no reference arch table (reference/arch/{a}.py)" for a in self.missing_arches]
@@ -115,6 +135,7 @@ def build(vectors: Path = VECTORS) -> Report:
             for a in arches.ARCHES.values()}
     problems: list[str] = []
     unknown: dict[str, dict[str, set[str]]] = {}
+    rejections: dict[str, dict[tuple[str, str, str], set[str]]] = {}
     for path in sorted(vectors.rglob("*.yaml")):
         if path.name.endswith(".family.yaml"):
             continue
@@ -122,6 +143,9 @@ def build(vectors: Path = VECTORS) -> Report:
         arch = arches.ARCHES.get(doc.get("arch", ""))
         if arch is None:
             continue
+        key = rejection_key(doc)
+        if key is not None:
+            rejections.setdefault(arch.name, {}).setdefault(key, set()).add(doc["id"])
         by_number = {r.rtype.number: r for r in rows[arch.name]}
         by_name = {r.rtype.name: r for r in rows[arch.name]}
         ko = path.with_name(doc["ko"])
@@ -149,7 +173,7 @@ def build(vectors: Path = VECTORS) -> Report:
                 else:
                     row.edges[claim["edge"]].add(doc["id"])
     missing = [a for a in arches.NAMES if a not in arches.ARCHES]
-    return Report(rows, missing, problems, unknown)
+    return Report(rows, missing, problems, unknown, rejections)
 
 
 def markdown(report: Report) -> str:
@@ -184,6 +208,19 @@ def markdown(report: Report) -> str:
                       "| type | vectors |", "|---|---|"]
             lines += [f"| {name} | {', '.join(sorted(v))} |" for name, v in sorted(unknown.items())]
             lines.append("")
+    lines += ["# Rejection paths", "",
+              "Every way a vector's module is refused, per arch: the phase, the errno and the kernel's last line",
+              "before it gives up (the module's name, numbers and quoted names replaced by placeholders).", ""]
+    for arch in arches.NAMES:
+        paths = report.rejections.get(arch, {})
+        lines += [f"## {arch}: {len(paths)} rejection paths", "", "| phase | errno | kernel line | vectors |",
+                  "|---|---|---|---|"]
+        order = ["check", "layout", "resolve", "relocate", "init"]
+        for (phase, errno, line), ids in sorted(paths.items(), key=lambda kv: (
+                order.index(kv[0][0]) if kv[0][0] in order else 9, kv[0])):
+            shown = line.replace("|", "\\|")
+            lines.append(f"| {phase} | {errno} | `{shown}` | {', '.join(sorted(ids))} |")
+        lines.append("")
     gaps = report.gaps()
     lines += ["## Gaps", ""] + ([f"- {g}" for g in gaps] or ["None."]) + [""]
     return "\n".join(lines)

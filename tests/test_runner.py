@@ -125,3 +125,18 @@ def test_corrupted_expectation_fails(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("vectors")
     result.assert_outcomes(failed=1)
     assert "sections[.text]+0x0:" in result.stdout.str()
+
+
+def test_every_vector_id_is_unique_and_matches_its_place() -> None:
+    """An id is <arch>/<stage>/<name>: the arch and stage of the directory the file is in, never reused."""
+    seen: dict[str, Path] = {}
+    root = VECTORS.parent
+    for path in sorted(root.rglob("*.yaml")):
+        if path.name.endswith(".family.yaml"):
+            continue
+        doc = yaml.safe_load(path.read_text())
+        vid = doc["id"]
+        assert vid not in seen, f"{vid} is the id of both {seen[vid]} and {path}"
+        seen[vid] = path
+        arch, stage, _ = vid.split("/")
+        assert (arch, stage) == (path.parent.parent.name, path.parent.name), f"{path}: id {vid}"

@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                          + vector_files(p.resolve()) if p.is_dir() else [p.resolve()])])
     elif args.check or args.all:
         paths = all_sources()
-    elif args.paths:
-        paths = sources([p.resolve() for p in args.paths])
+    elif args.paths:                                # files, and what is under the named directories
+        paths = sources([q for p in args.paths for q in (sorted(p.resolve().rglob("*.family.yaml"))
+                         + vector_files(p.resolve()) if p.is_dir() else [p.resolve()])])
     else:
         ap.error("name vector files, or use --all / --check")
     return run(paths, args.check)
