@@ -247,9 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["corpus"]:          # and corpus's are conformance/corpus.py's
         from . import corpus
         return corpus.main(argv[1:])
+    rest: list[str] = []
+    if "--" in argv:                    # what follows `--` goes to pytest untouched (argparse would
+        cut = argv.index("--")          # take it for vector paths)
+        argv, rest = argv[:cut], argv[cut + 1:]
     args = parser().parse_args(argv)
-    if getattr(args, "pytest_args", None) and args.pytest_args[:1] == ["--"]:
-        args.pytest_args = args.pytest_args[1:]
+    if hasattr(args, "pytest_args"):
+        args.pytest_args = [*(a for a in args.pytest_args if a != "--"), *rest]
+    elif rest:
+        parser().error(f"{argv[0]} takes no pytest arguments after --")
     return int(args.func(args))
 
 

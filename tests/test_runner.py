@@ -140,3 +140,13 @@ def test_every_vector_id_is_unique_and_matches_its_place() -> None:
         seen[vid] = path
         arch, stage, _ = vid.split("/")
         assert (arch, stage) == (path.parent.parent.name, path.parent.name), f"{path}: id {vid}"
+
+
+def test_run_passes_what_follows_the_double_dash_to_pytest() -> None:
+    """`koconform run PATH -- ARGS`: ARGS are pytest's, never taken for more vector paths."""
+    import subprocess
+    import sys
+    hello = VECTORS / "init" / "hello.yaml"
+    out = subprocess.run([sys.executable, "-m", "koconform.conformance.cli", "run", str(hello), "--",
+                          "--collect-only", "-q"], capture_output=True, text=True, check=False).stdout
+    assert "1 test collected" in out, out[-500:]
