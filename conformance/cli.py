@@ -151,6 +151,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         xfail[name] = path
     out = args.output or ROOT
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_junit:
+        return matrix.from_junit(args.from_junit, out)
     return matrix.run(args.adapter or ["reference"], xfail, [str(p) for p in args.paths] or [str(ROOT / "vectors")],
                       args.workers, out)
 
@@ -221,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="directory for CONFORMANCE.md/.json and junit-*.xml (default: the "
                    "checkout's root)")
     p.add_argument("-n", dest="workers", type=int, default=1, help="pytest-xdist workers")
+    p.add_argument("--from-junit", type=Path, metavar="DIR",
+                   help="do not run: re-render the report from a run's DIR/junit-*.xml")
     p.add_argument("paths", nargs="*", type=Path, help="vector files or directories (default: all)")
     p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("coverage", help="relocation types per arch and the vectors that pin them (COVERAGE.md)",

@@ -75,16 +75,29 @@ def categories(vector_path: Path) -> list[str]:
     return [f"relocate {t}" for t in sorted(types)] or ["relocate"]
 
 
+def vector_paths(root: Path = VECTORS) -> dict[str, str]:
+    """Vector id -> its file (JUnit XML of the xunit2 family names no files)."""
+    out = {}
+    for path in sorted(root.rglob("*.yaml")):
+        if path.name.endswith(".family.yaml"):
+            continue
+        doc = yaml.safe_load(path.read_text())
+        if isinstance(doc, dict) and "id" in doc:
+            out[str(doc["id"])] = str(path)
+    return out
+
+
 def table(results: dict[str, list[Outcome]]) -> dict[str, Any]:
     """implementation -> arch -> category -> counts and failures."""
     data: dict[str, Any] = {}
     cache: dict[str, list[str]] = {}
+    paths = vector_paths()
     for impl, outcomes in results.items():
         per: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(
             lambda: {"passed": 0, "failed": 0, "known-failure": 0, "not-applicable": 0, "failures": []}))
         for o in outcomes:
             arch = o.vector.split("/")[0]
-            path = _vector_path(o)
+            path = paths.get(o.vector) or _vector_path(o)
             if path not in cache:
                 cache[path] = categories(Path(path)) if Path(path).is_file() else ["?"]
             for cat in cache[path]:
@@ -151,15 +164,38 @@ def markdown(data: dict[str, Any], about: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def label(adapter: str) -> str:
+    """How an implementation is named in the report (a cmd: program by its file name)."""
+    if adapter.startswith("cmd:"):
+        return "cmd:" + Path(adapter[4:].split()[0]).name
+    return adapter
+
+
+def write(results: dict[str, list[Outcome]], about: dict[str, str], out_dir: Path) -> None:
+    data = table(results)
+    (out_dir / "CONFORMANCE.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    (out_dir / "CONFORMANCE.md").write_text(markdown(data, about))
+    print(f"wrote {out_dir / 'CONFORMANCE.md'} and CONFORMANCE.json")
+
+
+def from_junit(junit_dir: Path, out_dir: Path) -> int:
+    """Re-render the report from a run's JUnit files (junit-<implementation>.xml) without running."""
+    results = {f.stem.removeprefix("junit-"): junit_outcomes(f) for f in sorted(junit_dir.glob("junit-*.xml"))}
+    write(results, {name: name for name in results}, out_dir)
+    return 0
+
+
 def run(adapters: list[str], xfail: dict[str, str], paths: list[str], workers: int, out_dir: Path) -> int:
     import pytest
 
     from . import adapter as adapter_api
     results: dict[str, list[Outcome]] = {}
     about: dict[str, str] = {}
+    junit_dir = out_dir / "conformance-junit"
+    junit_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in adapters:
-            xml = Path(tmp) / f"{name.replace(':', '_').replace('/', '_')}.xml"
+            xml = Path(tmp) / f"{label(name).replace(':', '_')}.xml"
             args = [*paths, "--adapter", name, f"--junitxml={xml}", "-q", "-p", "no:cacheprovider",
                     "-o", "junit_family=xunit2"]
             if name in xfail:
@@ -168,14 +204,11 @@ def run(adapters: list[str], xfail: dict[str, str], paths: list[str], workers: i
                 args += ["-n", str(workers)]
             pytest.main(args)
             if xml.exists():
-                results[name] = junit_outcomes(xml)
-                (out_dir / f"junit-{xml.name}").write_bytes(xml.read_bytes())
+                results[label(name)] = junit_outcomes(xml)
+                (junit_dir / f"junit-{xml.name}").write_bytes(xml.read_bytes())
             try:
-                about[name] = adapter_api.get(name).description or name
+                about[label(name)] = adapter_api.get(name).description or name
             except Exception:  # noqa: BLE001 - a description is decoration
-                about[name] = name
-    data = table(results)
-    (out_dir / "CONFORMANCE.json").write_text(json.dumps(data, indent=1, sort_keys=True))
-    (out_dir / "CONFORMANCE.md").write_text(markdown(data, about))
-    print(f"wrote {out_dir / 'CONFORMANCE.md'} and CONFORMANCE.json")
+                about[label(name)] = name
+    write(results, about, out_dir)
     return 0

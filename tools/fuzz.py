@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BOUNDARY = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
             0xFFFFFFFF, 0x100000000, 0x7FFFFFFFFFFFFFFF, 0x8000000000000000, 0xFFFFFFFFFFFFFFFF)
 BUDGET_SECONDS = 20.0               # far above any real load; a mutant over it is a hang
+# lief, asked to rebuild a file whose section lies at a huge offset, writes gigabytes; the loader
+# copies its input as the kernel does, so such a mutant measures memcpy, not the loader.
+MAX_MUTANT = 64 << 20
 EMULATION_BUDGET = 200_000          # instructions per init/exit run of a mutant
 
 
@@ -170,6 +173,8 @@ def mutate_structure(rng: random.Random, ko: bytes, is64: bool) -> tuple[bytes, 
         out, what = mutate_bytes(rng, ko, is64)
         return out, what + " (lief crashed on its edit)"
     result: tuple[bytes, str] | None = pickle.loads(data)
+    if result is not None and len(result[0]) > MAX_MUTANT:     # lief wrote data at a huge sh_offset
+        result = None
     return result if result is not None else mutate_bytes(rng, ko, is64)
 
 
