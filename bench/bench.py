@@ -294,15 +294,25 @@ def bench_xdist(paths: list[str] | None = None) -> Outcome:
     paths = paths or ["vectors"]
     times = {}
     codes = {}
+    cpu = {}
     for workers in (1, 2):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         w = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider",
                                "-p", "no:randomly", "-n", str(workers)], cwd=ROOT, capture_output=True, text=True,
                               check=False)
         times[workers] = time.perf_counter() - w
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[workers] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         codes[workers] = (proc.returncode, (proc.stdout.strip().splitlines() or [""])[-1])
+    w = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", "--collect-only"],
+                   cwd=ROOT, capture_output=True, check=False)
+    collect = time.perf_counter() - w
     out = Outcome("xdist", f"(d) `pytest {' '.join(paths)} -n N` (worker start-up included)", times[2], times[1],
-                  [f"-n 1: {times[1]:.1f} s ({codes[1][1]}); -n 2: {times[2]:.1f} s ({codes[2][1]})"])
+                  [f"-n 1: {times[1]:.1f} s wall, {cpu[1]:.1f} s CPU ({codes[1][1]}); -n 2: {times[2]:.1f} s wall, "
+                   f"{cpu[2]:.1f} s CPU ({codes[2][1]}); collecting alone (`--collect-only`, which every worker "
+                   f"does in full): {collect:.1f} s"])
     return out
 
 

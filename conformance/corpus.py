@@ -50,6 +50,7 @@ scanned for types the arch table does not know (must be 0; exit 1 otherwise).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -166,17 +167,23 @@ def fetch(pkg: Package, names: Iterable[str], cache: Path, log: Callable[[str], 
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     opts = apt_options(pkg.deb_arch, cache)
+    lists = cache / "apt" / f"lists-{pkg.deb_arch}"
     out = []
     for name in names:
         path = debs / pkg.deb(name)
         if not path.exists():
             spec = f"{name}:{pkg.deb_arch}={pkg.version}"
-            log(f"apt-get download {spec}")
             cmd = ["apt-get", *opts, "download", spec]
-            if subprocess.run(cmd, cwd=debs, check=False).returncode:
-                log(f"apt-get update ({pkg.deb_arch} lists in {cache / 'apt'})")
-                subprocess.run(["apt-get", *opts, "update"], check=True)
-                subprocess.run(cmd, cwd=debs, check=True)
+            fresh = not any(lists.glob("*_Packages*"))
+            if fresh or subprocess.run(cmd, cwd=debs, check=False, stderr=subprocess.DEVNULL).returncode:
+                log(f"apt-get update ({pkg.deb_arch} package lists in {lists})")
+                if subprocess.run(["apt-get", *opts, "update"], check=False).returncode:
+                    log("apt-get update reported errors (a mirror syncing?); trying the lists it fetched")
+                log(f"apt-get download {spec}")
+                if subprocess.run(cmd, cwd=debs, check=False).returncode:
+                    raise SystemExit(f"koconform corpus: {spec} is not in Debian 12's archive any more (it moves on; "
+                                     "snapshot.debian.org keeps every version): download it there into "
+                                     f"{debs} or move the profile to the current version")
         out.append(path)
     return out
 
@@ -232,12 +239,6 @@ class Module:
     rel: str                       # path relative to the corpus root
     name: str                      # modinfo name= (the file stem with - as _ when absent)
     depends: list[str]
-
-    @property
-    def symvers_key(self) -> str:
-        """Module.symvers' module column: the path below kernel/ without .ko."""
-        rel = self.rel.split("/kernel/", 1)[-1] if "/kernel/" in self.rel else self.rel
-        return rel.removeprefix("kernel/").removesuffix(".ko")
 
 
 def canonical(name: str) -> str:
@@ -354,7 +355,6 @@ class Image:
         self.starts = [a for a, _ in self.spans]
 
     def cstring(self, address: int) -> bytes | None:
-        import bisect
         k = bisect.bisect_right(self.starts, address) - 1
         if k < 0:
             return None
@@ -435,6 +435,7 @@ class Outcome:
     relocations: int = 0
     exports: int = 0
     signed: bool = False           # an appended signature (the loader strips it)
+    blocked_by: str | None = None  # an unknown symbol's exporter (Module.symvers), itself not loaded
     core: str | None = None
     init: str | None = None
     seconds: float = 0.0
@@ -450,7 +451,8 @@ class Outcome:
             return f"traceback: {self.detail.strip().splitlines()[-1] if self.detail else ''}"
         if self.status == "faulted":
             return f"faulted in {self.phase}: {re.sub(r'0x[0-9a-f]+', 'N', self.detail)}"
-        return f"{self.phase} {self.errno}: {line or re.sub(r'0x[0-9a-f]+', 'N', self.detail)}"
+        why = f"{self.phase} {self.errno}: {line or re.sub(r'0x[0-9a-f]+', 'N', self.detail)}"
+        return why + (" (its exporter was not loaded)" if self.blocked_by else "")
 
 
 @dataclass
@@ -491,7 +493,7 @@ class Report:
                 "environment": self.environment, "totals": self.totals(), "reasons": self.reasons(),
                 "unknown_relocation_types": {str(t): m for t, m in sorted(self.unknown_types.items())},
                 "crc_mismatches": self.crc_mismatches,
-                "modules": [asdict(o) for o in self.outcomes]}
+                "modules": [{**asdict(o), "seconds": round(o.seconds, 6)} for o in self.outcomes]}
 
     def text(self, every: bool = False) -> str:
         t = self.totals()
@@ -500,7 +502,8 @@ class Report:
         for o in self.outcomes:
             if every or o.status != "loaded":
                 what = o.status if o.status == "loaded" else f"{o.status} {o.errno or ''} {o.phase or ''}".rstrip()
-                lines.append(f"  {what:<28} {o.path}" + (f": {o.line or o.detail}" if o.status != "loaded" else ""))
+                why = o.line or (o.detail.strip().splitlines() or [""])[-1]
+                lines.append(f"  {what:<28} {o.path}" + (f": {why}" if o.status != "loaded" else ""))
         lines.append(f"modules {t['modules']}: loaded {t['loaded']}, rejected {t['rejected']}, "
                      f"faulted {t['faulted']}, tracebacks {t['traceback']} ({t['signed']} signed: signature "
                      "stripped by the loader)")
@@ -592,6 +595,9 @@ class Run:
         self.rel32 = prel32(arch)
         self.load = load
         self.reserved = self.occupied(kernel, largest)
+        # who exports what among the modules (Module.symvers' module column), and how each fared
+        self.exporters = {name: canonical(row[2].rsplit("/", 1)[-1]) for name, row in self.symvers.items()}
+        self.status_of: dict[str, str] = {}
 
     def occupied(self, kernel: dict[str, KernelSymbol], largest: int) -> list[tuple[int, int]]:
         """Address ranges no module allocation may take: the kernel's temporary copy of the file (a
@@ -632,6 +638,12 @@ class Run:
         return Request(ko, self.arch.name, self.profile, env, name=name, run_init=False)
 
     def one(self, mod: Module, ko: bytes) -> Outcome:
+        """Load one module (its file's bytes) where the next one goes; its outcome."""
+        out = self.attempt(mod, ko)
+        self.status_of[mod.name] = out.status
+        return out
+
+    def attempt(self, mod: Module, ko: bytes) -> Outcome:
         out = Outcome(mod.name, mod.rel, "traceback", signed=ko.endswith(MODULE_SIG_STRING))
         t0 = time.perf_counter()
         try:
@@ -644,6 +656,11 @@ class Run:
         out.seconds = time.perf_counter() - t0
         out.status, out.errno, out.phase, out.detail = result.status, result.errno, result.phase, result.detail
         out.line = first_line(result)
+        unknown = re.search(r"Unknown symbol (\S+) \(err", out.line)
+        owner = self.exporters.get(unknown.group(1)) if unknown else None
+        if owner is not None and self.status_of.get(owner, "loaded") != "loaded":
+            out.blocked_by = owner
+            out.notes.append(f"{unknown.group(1) if unknown else ''} is exported by {owner}, which was not loaded")
         if result.status == "loaded":
             assert result.regions is not None
             out.core = hex(result.regions["core"][0])

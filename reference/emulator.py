@@ -198,10 +198,7 @@ class Emulator:
         self.call_args = arch.args          # the argument registers of the kernel function called
         self.pair_align = arch.pair_align
         self.symbols = symbols
-        self.by_address: dict[int, list[str]] = {}
-        for name, address in sorted(symbols.items()):
-            if arch.kernel_text[0] <= address <= arch.kernel_text[1]:
-                self.by_address.setdefault(address, []).append(name)
+        self.by_address: dict[int, list[str]] = {}      # exports at a kernel text address, found on demand
         self.logbuf = printk.LogBuffer()
         self.poisoned: dict[int, int] = {}
         self.fault: EmuFault | None = None
@@ -289,8 +286,18 @@ class Emulator:
         self.uc.emu_stop()
 
     # ---- kernel functions ------------------------------------------------------------------
-    def _kernel_call(self, address: int) -> int:
+    def names_at(self, address: int) -> list[str]:
+        """The exported names at a kernel text address, in name order (looked up once per address:
+        most modules call few kernel functions, so no map of all 10,000 exports is built)."""
         names = self.by_address.get(address)
+        if names is None:
+            lo, hi = self.arch.kernel_text
+            names = sorted(n for n, a in self.symbols.items() if a == address) if lo <= address <= hi else []
+            self.by_address[address] = names
+        return names
+
+    def _kernel_call(self, address: int) -> int:
+        names = self.names_at(address)
         if not names:
             raise EmuFault("fetch-fault", address, "jump into kernel text where no exported function starts")
         fn = next((self.functions[n] for n in names if n in self.functions), None)

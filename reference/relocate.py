@@ -88,14 +88,21 @@ def apply_sections(ctx: RelocContext, sections: list[tuple[int, int, int, int]])
 def _kinds(arch: Arch, rtype: np.ndarray) -> tuple[list[RelocType], np.ndarray, np.ndarray]:
     """(the arch's types in table order, each entry's index in it or -1, each entry's size or 0)."""
     table = list(arch.relocations.values())
+    sizes_of = np.array([r.size for r in table] + [0], dtype=np.int64)
+    small = 1 << 12
+    if len(rtype) and all(r.number < small for r in table) and int(rtype.max()) < small:
+        lut = np.full(small, -1, dtype=np.int64)    # type number -> table index (the later entry wins)
+        for k, r in enumerate(table):
+            lut[r.number] = k
+        kinds = lut[rtype.astype(np.int64)]
+        return table, kinds, sizes_of[kinds]
     numbers = np.array([r.number for r in table], dtype=np.uint64)
     order = np.argsort(numbers, kind="stable")
     known = numbers[order]          # a number listed twice: the later entry wins, as it always has
     at = np.maximum(np.searchsorted(known, rtype, side="right") - 1, 0)
     hit = known[at] == rtype if len(known) else np.zeros(len(rtype), dtype=bool)
     kinds = np.where(hit, order[at] if len(known) else 0, -1).astype(np.int64)
-    sizes = np.array([r.size for r in table] + [0], dtype=np.int64)[kinds]     # kinds -1: the 0 at the end
-    return table, kinds, sizes
+    return table, kinds, sizes_of[kinds]        # kinds -1: the 0 at the end
 
 
 def _bulk(ctx: RelocContext, items: list[tuple[int, int, Entries]],
@@ -144,21 +151,27 @@ def _bulk(ctx: RelocContext, items: list[tuple[int, int, Entries]],
     if areas:
         abase = np.array([a.base for a in areas] + [0], dtype=np.uint64)[area_of]
         alen = np.array([len(a.data) for a in areas] + [0], dtype=np.uint64)[area_of]
-        inside = (p >= abase) & (p - abase <= alen)
-        if not inside[written].all():
+        delta = p - abase
+        inside = (p >= abase) & (delta <= alen)
+        every = bool(written.all())         # (usually: no R_*_NONE, no unknown type)
+        if not (inside.all() if every else inside[written].all()):
             return False
-        off = np.where(inside & (area_of >= 0), p - abase, 0).astype(np.int64)
-        w = np.flatnonzero(written)
-        w_off, w_end, w_area = off[w], off[w] + sizes[w], where[w]
-        if (w_end > alen[w].astype(np.int64)).any():
+        if every:                           # every place inside its area: the offsets are small
+            off = delta.view(np.int64)
+            w_off, w_end, w_area, w_item, w_alen = off, off + sizes, where, item, alen
+        else:
+            off = np.where(inside & (area_of >= 0), delta, 0).astype(np.int64)
+            w = np.flatnonzero(written)
+            w_off, w_end, w_area, w_item, w_alen = off[w], off[w] + sizes[w], where[w], item[w], alen[w]
+        if (w_end.view(np.uint64) > w_alen).any():       # (w_end >= 0: a uint64 view is its value)
             return False
-        order = np.lexsort((w_off, w_area))
-        so, se, sa_ = w_off[order], w_end[order], w_area[order]
-        if ((sa_[1:] == sa_[:-1]) & (so[1:] < se[:-1])).any():
+        if _overlap(w_off, w_end, w_area, w_item):
             return False
         for a, area in enumerate(areas):
             sym_lo = sym_addr - area.base
             sym_hi = sym_lo + nsym * sym_size
+            if sym_hi <= 0 or sym_lo >= len(area.data):
+                continue            # the symbol table is not where this area's places are
             lo_c, hi_c = max(min(sym_lo, 1 << 62), -1), max(min(sym_hi, 1 << 62), -1)
             if ((w_area == a) & (w_off < hi_c) & (w_end > lo_c)).any():
                 return False
@@ -170,59 +183,104 @@ def _bulk(ctx: RelocContext, items: list[tuple[int, int, Entries]],
             except MemoryFault:
                 return False
             a = next((k for k, known in enumerate(areas) if known is t_area), -1)
-            if a >= 0 and ((w_area == a) & (item[w] < j) & (w_off < t_lo + size) & (w_end > t_lo)).any():
+            if a >= 0 and ((w_area == a) & (w_item < j) & (w_off < t_lo + size) & (w_end > t_lo)).any():
                 return False
-    # st_value of each entry's symbol, read from the symbol table where it lies.
+    # Every entry's symbol, type, area: one stable sort by (type, area) makes each type's entries
+    # one block (its values and failures computed on slices) split into one block per area
+    # (its places read and written through one view). Unknown types (-1) come first.
     rsym = entries[0].rsym if one else np.concatenate([e.rsym for e in entries])
-    symtab = sym_area.data[sym_off:sym_off + nsym * sym_size].view(arch.elf.sym)
-    s = symtab["st_value"][rsym.astype(np.int64)].astype(np.uint64)
-    val = np.zeros(n, dtype=np.uint64)
     present = np.flatnonzero(np.bincount(kinds + 1, minlength=len(table) + 1)[1:])
     widths = tuple(sorted({table[k].size for k in present} & {1, 2, 4, 8}))
-    old = np.zeros(n, dtype=np.uint64)
-    for a, area in enumerate(areas):
-        at = np.flatnonzero(where == a)
-        old[at] = _gather(area.data, off[at], sizes[at], widths)
+    rows = len(areas) + 1
+    key = (kinds + 1) * rows + np.where(np.isin(sizes, widths), where + 1, 0)
+    counts = np.bincount(key, minlength=(len(table) + 1) * rows)
+    buckets = np.flatnonzero(counts).tolist()
+    cum = np.concatenate(([0], np.cumsum(counts)))
+    perm = None if len(buckets) == 1 else \
+        np.argsort(key.astype(np.int16) if len(counts) < 1 << 15 else key, kind="stable")   # (a radix sort)
+
+    def kept(x: np.ndarray) -> np.ndarray:
+        return x if perm is None else x[perm]
+    symtab = sym_area.data[sym_off:sym_off + nsym * sym_size].view(arch.elf.sym)
+    ks = symtab["st_value"][kept(rsym).astype(np.int64)].astype(np.uint64)
+    kp, koff = kept(p), kept(off)
+    kold = np.zeros(n, dtype=np.uint64)
+    blocks: list[tuple[int, int, np.ndarray, int]] = []         # (lo, hi, area data, width)
+    for b in buckets:
+        kind, a = b // rows - 1, b % rows - 1
+        if a >= 0:
+            lo, hi, width = int(cum[b]), int(cum[b + 1]), table[kind].size
+            data = areas[a].data
+            blocks.append((lo, hi, data, width))
+            window = _window(data, width)
+            kold[lo:hi] = window[koff[lo:hi]] if window is not None else \
+                _gather(data, koff[lo:hi], np.full(hi - lo, width), (width,))
     if not arch.rela:               # REL: the addend is the value already at the place
+        old = kold.copy() if perm is None else np.empty(n, dtype=np.uint64)
+        if perm is not None:
+            old[perm] = kold
         for j, e in enumerate(entries):
             e.addend = old[bounds[j]:bounds[j + 1]].copy()
-    addend = entries[0].addend if one else np.concatenate([e.addend for e in entries])
-    sa = s + addend
-    fail = np.where(kinds < 0, UNKNOWN, OK)
-    # Each type's entries as one block (a stable sort by type), its values and failures computed
-    # on the block; unknown types (-1) sort first and keep UNKNOWN.
-    counts = np.bincount(kinds + 1, minlength=len(table) + 1)
-    whole = len(present) == 1 and counts[0] == 0
-    perm = None if whole else np.argsort(kinds, kind="stable")
-    ks, ka, kp, kold = (s, addend, p, old) if perm is None else (s[perm], addend[perm], p[perm], old[perm])
-    kval = val if perm is None else np.zeros(n, dtype=np.uint64)
-    kfail = fail if perm is None else fail[perm]
-    cum = np.concatenate(([0], np.cumsum(counts)))
+        ka = kold
+    else:
+        ka = kept(entries[0].addend if one else np.concatenate([e.addend for e in entries]))
+    ksa = ks + ka
+    kval = np.zeros(n, dtype=np.uint64)
+    kfail = np.zeros(n, dtype=np.int64)
+    kfail[:int(cum[rows])] = UNKNOWN
     for k in present.tolist():      # the types present, in table order
         r = table[k]
-        lo, hi = int(cum[k + 1]), int(cum[k + 2])
+        lo, hi = int(cum[(k + 1) * rows]), int(cum[(k + 2) * rows])
         v = kval[lo:hi] = r.compute(ks[lo:hi], ka[lo:hi], kp[lo:hi]) & mask
         f = kfail[lo:hi]
         if r.zero_target:
             f[(kold[lo:hi] != 0) & (f == OK)] = NONZERO
         if r.check is not None:
             f[~r.check.fits(v) & (f == OK)] = OVERFLOW
-    if perm is not None:
-        val[perm] = kval
-        fail[perm] = kfail
-    bad = np.flatnonzero(fail)
-    first = int(bad[0]) if len(bad) else n
-    upto = first + 1 if first < n and fail[first] == OVERFLOW else first
-    for a, area in enumerate(areas):
-        at = np.flatnonzero(where[:upto] == a)
-        _scatter(area.data, off[at], sizes[at], val[at], widths)
+    # The first failure in the kernel's order; every entry before it (and an overflowing one) written.
+    first, at = n, n
+    if kfail.any():
+        if perm is None:
+            first = at = int(np.flatnonzero(kfail)[0])
+        else:
+            fail = np.empty(n, dtype=np.int64)
+            fail[perm] = kfail
+            first = int(np.flatnonzero(fail)[0])
+            at = int(np.flatnonzero(perm == first)[0])
+    upto = first + 1 if first < n and kfail[at] == OVERFLOW else first
+    for lo, hi, data, width in blocks:
+        sel = slice(lo, hi) if upto == n else np.flatnonzero(kept(np.arange(n))[lo:hi] < upto) + lo
+        window = _window(data, width)
+        if window is not None:
+            window[koff[sel]] = kval[sel].astype(f"<u{width}")
+        else:
+            _scatter(data, koff[sel], np.full(len(kval[sel]), width), kval[sel], (width,))
     if first < n:
         j = int(np.searchsorted(bounds, first, side="right")) - 1
         relsec, target, e = items[j]
         failed = table[kinds[first]] if kinds[first] >= 0 else None
-        _fail(ctx, e, first - int(bounds[j]), int(fail[first]), failed, int(p[first]), int(sa[first] & mask),
-              int(val[first]), relsec, target)
+        _fail(ctx, e, first - int(bounds[j]), int(kfail[at]), failed, int(p[first]), int(ksa[at] & mask),
+              int(kval[at]), relsec, target)
     return True
+
+
+def _overlap(starts: np.ndarray, ends: np.ndarray, area: np.ndarray, item: np.ndarray) -> bool:
+    """Whether two written places [start, end) in the same area overlap (entries in item order).
+    Usually each section's places come in order and the sections' spans are apart: that is seen
+    in a few passes; otherwise all places are sorted."""
+    if len(starts) < 2:
+        return False
+    same = item[1:] == item[:-1]
+    if not ((same & (starts[1:] < ends[:-1])).any()):      # in order within each section, apart
+        first = np.flatnonzero(np.concatenate(([True], ~same)))
+        lo, hi = starts[first], np.maximum.reduceat(ends, first)
+        spans = np.lexsort((lo, area[first]))
+        lo, hi, a = lo[spans], hi[spans], area[first][spans]
+        if not ((a[1:] == a[:-1]) & (lo[1:] < hi[:-1])).any():
+            return False
+    order = np.lexsort((starts, area))
+    so, se, sa = starts[order], ends[order], area[order]
+    return bool(((sa[1:] == sa[:-1]) & (so[1:] < se[:-1])).any())
 
 
 def _gather(data: np.ndarray, off: np.ndarray, sizes: np.ndarray,

@@ -333,3 +333,23 @@ def test_command_exit_status_reports_unknown_types(tree: Path, capsys: pytest.Ca
     text = capsys.readouterr().out
     assert "unknown type 99: 1 entries in 1 modules, e.g. kocbad.ko" in text
     assert "relocate ENOEXEC: module: MOD: Unknown rela relocation: N" in text
+
+
+def test_a_module_whose_exporter_was_rejected_is_counted_as_such(tree: Path, tmp_path: Path) -> None:
+    (tree / "b_lib" / "kocexp.ko").write_bytes(build(Module(
+        name="kocexp", sections=[Section(".text", AX, bytes(16), align=16)],
+        modinfo={**_modinfo("kocexp"), "vermagic": "5.10.0 SMP mod_unload "})).ko())
+    (tree / "Module.symvers").write_text(f"0x{CRC_VALUE:08x}\tkocexp_value\tb_lib/kocexp\tEXPORT_SYMBOL\t\n"
+                                         f"0x{CRC_FN:08x}\tkocexp_fn\tb_lib/kocexp\tEXPORT_SYMBOL_GPL\tKOCNS\n")
+    out = tmp_path / "r.json"
+    assert corpus.main([str(tree), "--json", str(out), "--no-progress"]) == 0
+    (rep,) = json.loads(out.read_text())["corpora"]
+    mods = {m["module"]: m for m in rep["modules"]}
+    assert (mods["kocexp"]["status"], mods["kocexp"]["errno"], mods["kocexp"]["phase"]) == ("rejected", "ENOEXEC",
+                                                                                         "layout")
+    assert mods["kocuse"]["blocked_by"] == "kocexp"
+    assert rep["reasons"] == {
+        # numbers are taken out of a reason, so that one reason groups every module it applies to
+        "layout ENOEXEC: MOD: version magic 'N.N.N SMP mod_unload ' should be "
+        "'N.N.N-N-amd64 SMP preempt mod_unload modversions '": 1,
+        "resolve ENOENT: MOD: Unknown symbol SYM (err -N) (its exporter was not loaded)": 1}
