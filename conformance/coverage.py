@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-
 from koconform.reference import arch as arches
 from koconform.reference.arch import Arch, RelocType
 from koconform.reference.elf import SHF_ALLOC, SHT_REL, SHT_RELA, read_ehdr, read_table
