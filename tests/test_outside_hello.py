@@ -12,14 +12,8 @@ import sys
 from pathlib import Path
 
 from koconform.tools import lld_check
+from outside import HELLO, zig
 
-HELLO = r"""
-int _printk(const char *fmt, ...);
-static int __attribute__((section(".init.text"))) hello_init(void) { _printk("\0016Hi module!\n"); return 0; }
-static void __attribute__((section(".exit.text"))) hello_exit(void) { _printk("\0016Bye module!\n"); }
-int init_module(void) __attribute__((alias("hello_init")));
-void cleanup_module(void) __attribute__((alias("hello_exit")));
-"""
 # What modpost would write for this module on Debian's 6.1.0-56-amd64 (struct module: 0x380
 # bytes, name at 0x18, init at 0x138, exit at 0x350; CRCs from that kernel's Module.symvers).
 MOD_C = r"""
@@ -40,10 +34,6 @@ struct module __this_module __attribute__((section(".gnu.linkonce.this_module"),
 """
 FLAGS = ["-target", "x86_64-freestanding", "-mcmodel=kernel", "-mno-red-zone", "-fno-pic", "-g0", "-O2",
          "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-addrsig", "-c"]
-
-
-def zig(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def test_outside_hello_matches_lld(tmp_path: Path) -> None:

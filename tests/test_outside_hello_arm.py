@@ -13,14 +13,8 @@ import sys
 from pathlib import Path
 
 from koconform.tools import lld_check
+from outside import HELLO, zig
 
-HELLO = r"""
-int _printk(const char *fmt, ...);
-static int __attribute__((section(".init.text"))) hello_init(void) { _printk("\0016Hi module!\n"); return 0; }
-static void __attribute__((section(".exit.text"))) hello_exit(void) { _printk("\0016Bye module!\n"); }
-int init_module(void) __attribute__((alias("hello_init")));
-void cleanup_module(void) __attribute__((alias("hello_exit")));
-"""
 # What modpost would write for this module on Debian's 6.1.0-50-armmp (struct module: 0x240 bytes,
 # name at 0xc, init at 0xcc, exit at 0x230; CRCs from that kernel's Module.symvers).
 MOD_C = r"""
@@ -47,10 +41,6 @@ MODULE_LDS = """SECTIONS {
 FLAGS = ["-target", "arm-freestanding-eabi", "-mcpu=generic+v7a", "-marm", "-fno-pic", "-g0", "-O2",
          "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-addrsig", "-c"]
 PRINTK = 0xC0D227C4           # System.map of linux-image-6.1.0-50-armmp-dbg
-
-
-def zig(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def test_outside_hello_arm(tmp_path: Path) -> None:

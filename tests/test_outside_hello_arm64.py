@@ -13,14 +13,8 @@ import sys
 from pathlib import Path
 
 from koconform.tools import lld_check
+from outside import HELLO, zig
 
-HELLO = r"""
-int _printk(const char *fmt, ...);
-static int __attribute__((section(".init.text"))) hello_init(void) { _printk("\0016Hi module!\n"); return 0; }
-static void __attribute__((section(".exit.text"))) hello_exit(void) { _printk("\0016Bye module!\n"); }
-int init_module(void) __attribute__((alias("hello_init")));
-void cleanup_module(void) __attribute__((alias("hello_exit")));
-"""
 # What modpost would write for this module on Debian's 6.1.0-56-arm64 (struct module: 0x380 bytes,
 # name at 0x18, init at 0x138, exit at 0x340; CRCs from that kernel's Module.symvers).
 MOD_C = r"""
@@ -48,10 +42,6 @@ MODULE_LDS = """SECTIONS {
 FLAGS = ["-target", "aarch64-freestanding", "-mgeneral-regs-only", "-fno-pic", "-g0", "-O2",
          "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-addrsig", "-c"]
 PRINTK = 0xFFFF800008CC767C          # System.map of linux-image-6.1.0-56-arm64-dbg
-
-
-def zig(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def test_outside_hello_arm64(tmp_path: Path) -> None:

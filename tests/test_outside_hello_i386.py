@@ -9,20 +9,12 @@ and linked by ld.lld at the layout the result reports: the relocated bytes must 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import capstone
 from koconform.conformance import peers
+from outside import HELLO, koconform_load, zig
 
-HELLO = r"""
-int _printk(const char *fmt, ...);
-static int __attribute__((section(".init.text"))) hello_init(void) { _printk("\0016Hi module!\n"); return 0; }
-static void __attribute__((section(".exit.text"))) hello_exit(void) { _printk("\0016Bye module!\n"); }
-int init_module(void) __attribute__((alias("hello_init")));
-void cleanup_module(void) __attribute__((alias("hello_exit")));
-"""
 # What modpost would write for this module on Debian's 6.1.0-50-686 (struct module: 0x240 bytes,
 # name at 0xc (MODULE_NAME_LEN 60), init at 0xcc, exit at 0x20c; 64-byte modversion_info entries
 # with a 4-byte CRC; CRCs from that kernel's Module.symvers).
@@ -49,15 +41,6 @@ FLAGS = ["-target", "x86-freestanding", "-march=geode", "-msoft-float", "-mregpa
 PRINTK = 0xC18D8B9B          # System.map of 6.1.0-50-686 (nokaslr)
 
 
-def zig(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def koconform_load(*args: str, cwd: Path) -> str:
-    return subprocess.run([sys.executable, "-m", "koconform.conformance.cli", "load", "hello.ko", "--arch", "i386",
-                           *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
 def test_outside_hello_i386(tmp_path: Path) -> None:
     (tmp_path / "hello.c").write_text(HELLO)
     (tmp_path / "hello.mod.c").write_text(MOD_C)
@@ -65,12 +48,12 @@ def test_outside_hello_i386(tmp_path: Path) -> None:
     zig("cc", *FLAGS, "hello.mod.c", "-o", "hello.mod.o", cwd=tmp_path)
     zig("ld.lld", "-r", "-m", "elf_i386", "-o", "hello.ko", "hello.o", "hello.mod.o", cwd=tmp_path)
 
-    text = koconform_load(cwd=tmp_path)
+    text = koconform_load("i386", cwd=tmp_path)
     assert text.splitlines()[0] == "hello.ko: loaded"
     assert "  module <6>Hi module!" in text.splitlines()
     assert text.splitlines()[-1] == "  module <6>Bye module!"
 
-    result = json.loads(koconform_load("--json", cwd=tmp_path))
+    result = json.loads(koconform_load("i386", "--json", cwd=tmp_path))
     assert result["status"] == "loaded", result
     assert result["symbols"] == {"_printk": f"{PRINTK:#x}"}
     assert result["layout"][".init.text"]["region"] == "init"

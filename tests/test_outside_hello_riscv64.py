@@ -12,19 +12,11 @@ is then decoded by hand: it must reach _printk.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from koconform.conformance import peers
+from outside import HELLO, koconform_load, zig
 
-HELLO = r"""
-int _printk(const char *fmt, ...);
-static int __attribute__((section(".init.text"))) hello_init(void) { _printk("\0016Hi module!\n"); return 0; }
-static void __attribute__((section(".exit.text"))) hello_exit(void) { _printk("\0016Bye module!\n"); }
-int init_module(void) __attribute__((alias("hello_init")));
-void cleanup_module(void) __attribute__((alias("hello_exit")));
-"""
 # What modpost writes for this module on the stated kernel (conformance/profiles/linux-6.1/riscv64.yaml):
 # struct module 0x380 bytes, name at 0x18, init at 0x138, exit at 0x350; no __versions (MODVERSIONS=n).
 MOD_C = r"""
@@ -46,15 +38,6 @@ FLAGS = ["-target", "riscv64-freestanding", "-mabi=lp64", "-mcpu=generic_rv64+m+
 PRINTK = 0xFFFFFFFF80CC767C        # the environment's _printk (conformance/environments/linux-6.1/riscv64.tsv)
 
 
-def zig(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def koconform_load(*args: str, cwd: Path) -> str:
-    return subprocess.run([sys.executable, "-m", "koconform.conformance.cli", "load", "hello.ko", "--arch", "riscv64",
-                           *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
 def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
@@ -68,12 +51,12 @@ def test_outside_hello_riscv64(tmp_path: Path) -> None:
     zig("ld.lld", "-r", "-m", "elf64lriscv", "-T", "module.lds", "-o", "hello.ko", "hello.o", "hello.mod.o",
         cwd=tmp_path)
 
-    lines = koconform_load(cwd=tmp_path).splitlines()
+    lines = koconform_load("riscv64", cwd=tmp_path).splitlines()
     assert lines[0] == "hello.ko: loaded"
     assert "  module <6>Hi module!" in lines
     assert lines[-1] == "  module <6>Bye module!"
 
-    result = json.loads(koconform_load("--json", cwd=tmp_path))
+    result = json.loads(koconform_load("riscv64", "--json", cwd=tmp_path))
     assert result["status"] == "loaded", result
     assert result["symbols"] == {"_printk": f"{PRINTK:#x}"}
     assert result["layout"][".init.text"]["region"] == "init"
