@@ -24,6 +24,20 @@ class MemoryFault(Exception):
         self.access = access
 
 
+class KernelBug(MemoryFault):
+    """A BUG_ON the kernel hits while loading: it oopses in the middle of load_module (no errno, no
+    return). Arch code raises it where 6.1 would; the result is `faulted` with kind `kernel-bug`."""
+    kind = "kernel-bug"
+
+    def __init__(self, address: int, detail: str) -> None:
+        super().__init__(address, 0, "bug")
+        self.args = (detail,)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 @dataclass
 class Area:
     name: str

@@ -43,7 +43,7 @@ from ..elf import (
     cstring,
 )
 from ..errors import LayoutError
-from ..memory import MemoryFault
+from ..memory import KernelBug
 
 PLT_ENTRY = 12                        # sizeof(struct plt_entry): adrp, add, br
 L1_CACHE_BYTES = 64                   # arch/arm64/include/asm/cache.h
@@ -146,12 +146,6 @@ def is_adrp(insn: int) -> bool:
     return insn & 0x9F000000 == 0x90000000
 
 
-class KernelBug(MemoryFault):
-    """A BUG_ON the kernel hits while loading (an oops: the load never returns)."""
-
-    def __init__(self, address: int, what: str) -> None:
-        super().__init__(address, 4, f"BUG_ON in {what}")
-
 
 def plt_entries_equal(a: tuple[int, int, int], pa: int, b: tuple[int, int, int], pb: int) -> bool:
     """plt_entries_equal: same add and br, and adrp reaching the same page from each slot's page."""
@@ -162,7 +156,7 @@ def plt_entries_equal(a: tuple[int, int, int], pa: int, b: tuple[int, int, int],
         return True
     for insn, where in ((a[0], pa), (b[0], pb)):
         if not is_adrp(insn):
-            raise KernelBug(where, "aarch64_insn_adrp_get_offset (not an adrp)")
+            raise KernelBug(where, "BUG_ON in aarch64_insn_adrp_get_offset: not an adrp")
     return (p + adrp_get_offset(a[0])) % (1 << 64) == (q + adrp_get_offset(b[0])) % (1 << 64)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..elf import ELF32, SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_SYMTAB
 from ..errors import LayoutError
-from ..memory import MemoryFault
+from ..memory import KernelBug, MemoryFault
 
 L1_CACHE_BYTES = 64                           # CONFIG_ARM_L1_CACHE_SHIFT=6 (armmp)
 PLT_ENT_STRIDE = L1_CACHE_BYTES
@@ -288,7 +288,8 @@ def get_module_plt(ld: Any, loc: int, val: int) -> int:
     sec.plt_count += 1
     if sec.plt_count * PLT_ENT_SIZE > int(ld.sechdrs[sec.index]["sh_size"]):
         # BUG_ON(): the kernel oopses here; the slot it would fill is past the counted area.
-        raise MemoryFault(plt + 4 * idx, 4, "write")
+        raise KernelBug(plt + 4 * idx, f"BUG_ON in get_module_plt: slot {sec.plt_count} is past the counted "
+                        f"{int(ld.sechdrs[sec.index]['sh_size']) // PLT_ENT_SIZE}")
     if not idx:                     # a new block of 16: every ldr word, the literal, zeros
         block = plt_ent_ldr(ld).to_bytes(4, "little") * PLT_ENT_COUNT
         block += val.to_bytes(4, "little") + bytes(4 * (PLT_ENT_COUNT - 1))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..elf import SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS, SHT_RELA
 from ..errors import LayoutError
-from ..memory import MemoryFault
+from ..memory import KernelBug, MemoryFault
 
 L1_CACHE_BYTES = 64                 # arch/riscv/include/asm/cache.h: L1_CACHE_SHIFT 6
 PLT_ENTRY_SIZE = 12                 # struct plt_entry: auipc, ld, jr
@@ -49,18 +49,6 @@ MESSAGES = {
     "got_plt_missing": (3, "%s: module GOT.PLT section(s) missing\n"),
 }
 
-
-class KernelBug(MemoryFault):
-    """BUG_ON fired: the kernel oopses in the middle of load_module (no errno, no return)."""
-    kind = "kernel-bug"
-
-    def __init__(self, address: int, detail: str) -> None:
-        super().__init__(address, 0, "bug")
-        self.args = (detail,)
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
 
 
 @dataclass
